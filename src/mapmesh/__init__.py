@@ -1,0 +1,5 @@
+"""mapmesh: service discovery and service mesh, wire-compatible with Cloud Map and App Mesh."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
