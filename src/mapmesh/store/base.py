@@ -123,9 +123,7 @@ class Store(Protocol):
         """All keys starting with ``prefix`` in key order, and the revision they were read at."""
         ...
 
-    async def txn(
-        self, compares: Sequence[Compare], ops: Sequence[Put | Delete]
-    ) -> TxnResult:
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> TxnResult:
         """Apply ``ops`` atomically if every compare holds; durable before returning."""
         ...
 

@@ -1,0 +1,3 @@
+from mapmesh.cli.main import main
+
+main()
