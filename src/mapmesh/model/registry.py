@@ -235,7 +235,7 @@ class Instance(WireModel):
     @property
     def port(self) -> int | None:
         raw = self.attributes.get(ATTR_PORT)
-        return int(raw) if raw is not None and raw.isdigit() else None
+        return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
 class Operation(WireModel):

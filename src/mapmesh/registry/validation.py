@@ -84,7 +84,7 @@ def check_instance_attributes(service: Service, attributes: Mapping[str, str]) -
         _check_ip(attributes[ATTR_IPV6], 6, ATTR_IPV6)
     if ATTR_PORT in attributes:
         port = attributes[ATTR_PORT]
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise invalid_input(f"Attributes.{ATTR_PORT}: {port!r} is not a port (1-65535)")
     init = attributes.get(ATTR_INIT_HEALTH_STATUS)
     if init is not None:

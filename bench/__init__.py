@@ -1,0 +1,388 @@
+"""Shared pieces of the benchmarks: processes, CPU pinning, the registry seed and results.
+
+The benchmarks run as modules from the repository root (``python -m bench.dns_vs_nsd``).
+Every process they start is owned by one :class:`Processes` stack, which stops it on exit,
+on error and on Ctrl-C/SIGTERM; children also get ``PR_SET_PDEATHSIG`` so they die with
+the benchmark even if it is killed outright.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+__all__ = [
+    "RESULTS_DIR",
+    "ROOT",
+    "CpuSample",
+    "CpuShares",
+    "Processes",
+    "Spawned",
+    "child_cpu_seconds",
+    "cloudmap_client",
+    "core_busy_seconds",
+    "free_port",
+    "machine_info",
+    "median",
+    "pin_self",
+    "raise_on_sigterm",
+    "require_tools",
+    "start_mapmesh",
+    "tree_cpu_seconds",
+    "wait_for_quiet",
+    "wait_operation",
+    "write_result",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+_PR_SET_PDEATHSIG = 1
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A loopback port free for TCP and UDP at once (DNS needs both on one number)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def require_tools(*names: str) -> None:
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        sys.exit(
+            f"missing tools: {', '.join(missing)} "
+            "(bash scripts/bench.sh installs them: apt-get install nsd dnsperf wrk)"
+        )
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so ``finally`` blocks stop the children."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def pin_self(cpu: int) -> None:
+    """Keep the orchestrating Python process off the server's core."""
+    os.sched_setaffinity(0, {cpu})
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Spawned:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+
+class Processes:
+    """Owns the long-running children of one benchmark; stops them all on exit."""
+
+    def __init__(self) -> None:
+        self._children: list[Spawned] = []
+
+    def spawn(
+        self, name: str, argv: Sequence[str], log_path: Path, *, cpu: int | None = None
+    ) -> Spawned:
+        command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop them in order
+                preexec_fn=_die_with_parent,
+            )
+        child = Spawned(name, process, log_path)
+        self._children.append(child)
+        return child
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        for child in reversed(self._children):
+            if child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + timeout
+        for child in reversed(self._children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait(5)
+        self._children.clear()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # A second Ctrl-C while stopping must not leave children behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.stop_all()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_mapmesh(
+    processes: Processes, data_dir: Path, *, cpu: int | None, timeout: float = 30.0
+) -> tuple[Spawned, int, int]:
+    """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``.
+
+    Returns the process, the API port and the DNS port once ``/healthz`` answers.
+    """
+    port, dns_port = free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "mapmesh", "server",
+        "--data-dir", str(data_dir),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--dns-port", str(dns_port),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    server = processes.spawn("mapmesh", argv, data_dir.parent / "mapmesh.log", cpu=cpu)
+    deadline = time.monotonic() + timeout
+    while not _http_ok(f"http://127.0.0.1:{port}/healthz"):
+        server.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mapmesh not ready in {timeout:.0f}s:\n{server.log_tail()}")
+        time.sleep(0.1)
+    return server, port, dns_port
+
+
+def cloudmap_client(url: str) -> Any:
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    return boto3.client(
+        "servicediscovery",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDBENCH",
+        aws_secret_access_key="bench",
+        config=Config(inject_host_prefix=False, retries={"max_attempts": 1}),
+    )
+
+
+def wait_operation(sd: Any, operation_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        op: dict[str, Any] = sd.get_operation(OperationId=operation_id)["Operation"]
+        if op["Status"] == "SUCCESS":
+            return op
+        if op["Status"] == "FAIL" or time.monotonic() > deadline:
+            raise RuntimeError(f"operation {operation_id} did not succeed: {op}")
+        time.sleep(0.02)
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of all threads) of one process, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by ``root`` and every live descendant (NSD forks workers)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+            stats[int(entry)] = stat
+    tree, total, grew = {root}, 0.0, True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    for pid in tree:
+        if pid in stats:
+            total += stats[pid][1]
+    return total
+
+
+def core_busy_seconds(cpu: int) -> float:
+    """Non-idle seconds of one core so far, whoever used them (``/proc/stat``)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+def wait_for_quiet(cores: Sequence[int], max_wait: float, threshold: float = 0.15) -> float:
+    """Waits (up to ``max_wait`` s) for a second in which every core is below ``threshold``
+    busy, so a measurement does not start under someone else's load; returns the busiest
+    core's share in the last second sampled."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = [core_busy_seconds(c) for c in cores]
+        time.sleep(1.0)
+        busiest = max(core_busy_seconds(c) - b for c, b in zip(cores, before, strict=True))
+        if busiest < threshold or time.monotonic() >= deadline:
+            return busiest
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds of the children this process has waited for (a finished load generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """Fractions of one core used during a measurement.
+
+    ``*_other`` is what anything else used on that core: the noise to watch on a shared box.
+    """
+
+    server: float  # by the server's whole process tree (on the server core)
+    server_other: float
+    client: float  # by the load generator (a child this process has waited for)
+    client_other: float
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float
+    server: float
+    client: float
+    server_core: float
+    client_core: float
+
+    @classmethod
+    def take(cls, server_pid: int, server_core: int, client_core: int) -> CpuSample:
+        return cls(
+            time.monotonic(),
+            tree_cpu_seconds(server_pid),
+            child_cpu_seconds(),
+            core_busy_seconds(server_core),
+            core_busy_seconds(client_core),
+        )
+
+    def shares_until(self, later: CpuSample) -> CpuShares:
+        elapsed = max(later.at - self.at, 1e-9)
+
+        def rate(before: float, after: float) -> float:
+            return (after - before) / elapsed
+
+        server = rate(self.server, later.server)
+        client = rate(self.client, later.client)
+        return CpuShares(
+            server=server,
+            server_other=max(0.0, rate(self.server_core, later.server_core) - server),
+            client=client,
+            client_other=max(0.0, rate(self.client_core, later.client_core) - client),
+        )
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _tool_version(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return next((line.strip() for line in lines if any(c.isdigit() for c in line)), "unknown")
+
+
+def machine_info(tools: dict[str, Sequence[str]]) -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tools": {name: _tool_version(argv) for name, argv in tools.items()},
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
