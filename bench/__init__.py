@@ -8,6 +8,7 @@ the benchmark even if it is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import json
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = [
     "RESULTS_DIR",
     "ROOT",
+    "CpuQuota",
     "CpuSample",
     "CpuShares",
     "Processes",
@@ -100,6 +102,68 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class CpuQuota:
+    """A CFS bandwidth limit: processes spawned into it get ``fraction`` of one core.
+
+    Why: on a 2-core box one load generator core cannot always saturate a fast server on
+    the other core; capping the server at, say, half a core makes the server the
+    bottleneck again, so queries/s divided by the fraction is its capacity per core.
+    Uses cgroup v1's ``cpu`` controller or cgroup v2's ``cpu.max``; needs root.
+    """
+
+    def __init__(self, name: str, fraction: float, period_us: int = 10_000) -> None:
+        if not 0 < fraction <= 64:
+            raise ValueError("fraction must be in (0, 64]")
+        self.fraction = fraction
+        self.period_us = period_us
+        v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+        if (v1 / "cpu.cfs_quota_us").exists():
+            self.path, self._v2 = v1 / name, False
+        elif "cpu" in _read(v2 / "cgroup.controllers").split():
+            self.path, self._v2 = v2 / name, True
+        else:
+            raise RuntimeError("no cgroup cpu controller: run without a server CPU quota")
+
+    def __enter__(self) -> CpuQuota:
+        quota = int(self.fraction * self.period_us)
+        try:
+            self.path.mkdir(exist_ok=True)
+            if self._v2:
+                (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        except OSError as exc:
+            raise RuntimeError(f"cannot set up a CPU quota in {self.path}: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for _ in range(50):  # the cgroup can be removed once its processes are gone
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    def join(self) -> None:
+        """Moves the calling process (a child about to exec) into the cgroup."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def throttled(self) -> tuple[int, int]:
+        """(periods, periods in which the quota ran out) so far."""
+        stats = dict(line.split() for line in _read(self.path / "cpu.stat").splitlines())
+        return int(stats.get("nr_periods", 0)), int(stats.get("nr_throttled", 0))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 @dataclass
 class Spawned:
     name: str
@@ -131,9 +195,21 @@ class Processes:
         self._children: list[Spawned] = []
 
     def spawn(
-        self, name: str, argv: Sequence[str], log_path: Path, *, cpu: int | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cpu: int | None = None,
+        quota: CpuQuota | None = None,
     ) -> Spawned:
         command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
+
+        def prepare_child() -> None:
+            _die_with_parent()
+            if quota is not None:
+                quota.join()
+
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -141,7 +217,7 @@ class Processes:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us; we stop them in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=prepare_child,
             )
         child = Spawned(name, process, log_path)
         self._children.append(child)
@@ -186,7 +262,12 @@ def _http_ok(url: str) -> bool:
 
 
 def start_mapmesh(
-    processes: Processes, data_dir: Path, *, cpu: int | None, timeout: float = 30.0
+    processes: Processes,
+    data_dir: Path,
+    *,
+    cpu: int | None,
+    quota: CpuQuota | None = None,
+    timeout: float = 30.0,
 ) -> tuple[Spawned, int, int]:
     """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``.
 
@@ -202,7 +283,7 @@ def start_mapmesh(
         "--dns-port", str(dns_port),
         "--log-level", "warning",
     ]  # fmt: skip
-    server = processes.spawn("mapmesh", argv, data_dir.parent / "mapmesh.log", cpu=cpu)
+    server = processes.spawn("mapmesh", argv, data_dir.parent / "mapmesh.log", cpu=cpu, quota=quota)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"http://127.0.0.1:{port}/healthz"):
         server.check_alive()
@@ -238,42 +319,48 @@ def wait_operation(sd: Any, operation_id: str, timeout: float = 10.0) -> dict[st
         time.sleep(0.02)
 
 
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds of all threads) of one process, or None if it is gone."""
+def _parent_pid(pid: str) -> int | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+def _run_seconds(pid: int) -> float:
+    """Time every live thread of ``pid`` has run, from the scheduler (ns, not ticks)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used so far by ``root`` and every live descendant (NSD forks workers)."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
-            stats[int(entry)] = stat
-    tree, total, grew = {root}, 0.0, True
+    """CPU seconds used so far by ``root``, its threads and live descendants (NSD forks)."""
+    parents = {int(e): ppid for e in os.listdir("/proc") if e.isdigit()
+               if (ppid := _parent_pid(e)) is not None}  # fmt: skip
+    tree, grew = {root}, True
     while grew:
         grew = False
-        for pid, (ppid, _) in stats.items():
+        for pid, ppid in parents.items():
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    for pid in tree:
-        if pid in stats:
-            total += stats[pid][1]
-    return total
+    return sum(_run_seconds(pid) for pid in tree)
 
 
 def core_busy_seconds(cpu: int) -> float:
-    """Non-idle seconds of one core so far, whoever used them (``/proc/stat``)."""
+    """Seconds one core has spent running tasks (not interrupts), whoever they were."""
     for line in Path("/proc/stat").read_text().splitlines():
         fields = line.split()
         if fields[0] == f"cpu{cpu}":
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-            return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+            user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[1:9])
+            return (user + nice + system + steal) / _CLOCK_TICKS
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 

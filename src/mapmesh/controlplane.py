@@ -1,4 +1,4 @@
-"""The control plane process: store, registry, health checks, DNS and the HTTP APIs.
+"""The control plane process: store, registry, mesh, health checks, DNS and the HTTP APIs.
 
 Start order follows the data: the store opens, the registry's view loads from it, the DNS
 table and health runner subscribe to the view, unfinished operations resume, then the
@@ -21,6 +21,8 @@ import uvicorn
 from mapmesh.api.app import create_app
 from mapmesh.dns import DnsServer, DnsTable
 from mapmesh.health import HealthRunner
+from mapmesh.mesh.service import MeshService
+from mapmesh.mesh.view import MeshView
 from mapmesh.registry.registry import Registry
 from mapmesh.registry.view import RegistryView
 from mapmesh.store import Store, open_store
@@ -49,6 +51,8 @@ class ControlPlane:
         self.store: Store | None = None
         self.view: RegistryView | None = None
         self.registry: Registry | None = None
+        self.mesh_view: MeshView | None = None
+        self.mesh: MeshService | None = None
         self.dns: DnsServer | None = None
         self.health: HealthRunner | None = None
         self._http: uvicorn.Server | None = None
@@ -71,12 +75,15 @@ class ControlPlane:
         self.store = await open_store(config.data_dir)
         self.view = RegistryView(self.store)
         self.registry = Registry(self.store, self.view)
+        self.mesh_view = MeshView(self.store)
+        self.mesh = MeshService(self.store, self.mesh_view)
         table = DnsTable()
         self.view.subscribe(lambda change: table.rebuild(self.view, change))  # type: ignore[arg-type]
         self.health = HealthRunner(
             self.view, self.registry, interval=config.health_interval, timeout=config.health_timeout
         )
         await self.view.start()
+        await self.mesh_view.start()
         await self.registry.start()
         await self.health.start()
         self.dns = DnsServer(table, config.dns_host or config.host, config.dns_port)
@@ -104,8 +111,10 @@ class ControlPlane:
         sock.listen(1024)
         sock.setblocking(False)
         self._http_socket = sock
-        assert self.registry is not None
-        app = create_app(self.registry, account=config.account_id, default_region=config.region)
+        assert self.registry is not None and self.mesh is not None
+        app = create_app(
+            self.registry, self.mesh, account=config.account_id, default_region=config.region
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -134,6 +143,8 @@ class ControlPlane:
             await self.health.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.mesh_view is not None:
+            await self.mesh_view.stop()
         if self.view is not None:
             await self.view.stop()
         if self.store is not None:

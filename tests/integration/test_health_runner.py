@@ -121,6 +121,7 @@ class TcpListener:
     port: int = 0
     accepted: list[float] = field(default_factory=list)
     _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def __aenter__(self) -> TcpListener:
         self._server = await asyncio.start_server(self._handle, LOCAL, 0)
@@ -130,14 +131,21 @@ class TcpListener:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted.append(time.monotonic())
-        if self.banner:
-            writer.write(self.banner)
-            await asyncio.sleep(0.1)  # let the client read it before the close
-        writer.close()
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            if self.banner:
+                writer.write(self.banner)
+                await asyncio.sleep(0.1)  # let the client read it before the close
+        finally:
+            self._handlers.discard(task)
+            writer.close()
 
 
 def closed_port() -> int:

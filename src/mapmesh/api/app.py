@@ -20,8 +20,10 @@ from starlette.routing import Route
 from mapmesh.api.awsrpc import CBOR, JSON11, WireCodec, WireError, region_from_authorization
 from mapmesh.api.cloudmap import HANDLERS
 from mapmesh.api.spec import ValidationFailed, load_spec
+from mapmesh.core.context import CallerContext
+from mapmesh.mesh.service import MeshService
 from mapmesh.registry.errors import RegistryError
-from mapmesh.registry.registry import CallerContext, Registry
+from mapmesh.registry.registry import Registry
 
 __all__ = ["CLOUDMAP_TARGET", "create_app"]
 
@@ -108,7 +110,9 @@ class _CloudMapApi:
         return Response(codec.encode_error(code, message, fields), status, headers=headers)
 
 
-def create_app(registry: Registry, *, account: str, default_region: str = "us-east-1") -> Starlette:
+def create_app(
+    registry: Registry, mesh: MeshService, *, account: str, default_region: str = "us-east-1"
+) -> Starlette:
     cloudmap = _CloudMapApi(registry, account, default_region)
 
     async def healthz(_: Request) -> Response:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from mapmesh.core.context import CallerContext
 from mapmesh.model.registry import (
     DnsConfig,
     HealthCheckConfig,
@@ -24,7 +25,7 @@ from mapmesh.model.registry import (
 )
 from mapmesh.registry.errors import RegistryError, invalid_input
 from mapmesh.registry.pagination import paginate
-from mapmesh.registry.registry import CallerContext, Registry
+from mapmesh.registry.registry import Registry
 
 __all__ = ["HANDLERS", "Handler"]
 

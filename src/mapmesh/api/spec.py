@@ -88,6 +88,8 @@ class ServiceSpec:
             for required in shape.get("required", []):
                 if value.get(required) is None:
                     problems.append(f"{_join(path, required)}: member is required")
+            if shape.get("union") and sum(v is not None for v in value.values()) != 1:
+                problems.append(f"{where}: set exactly one of {', '.join(sorted(members))}")
             for key, member_value in value.items():
                 member = members.get(key)
                 if member is None:

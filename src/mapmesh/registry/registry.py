@@ -12,10 +12,10 @@ the InstancesRevision that DiscoverInstances reports.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mapmesh.core.context import CallerContext
 from mapmesh.model.registry import (
     ATTR_INIT_HEALTH_STATUS,
     DnsConfig,
@@ -56,7 +56,7 @@ from mapmesh.registry.validation import (
 from mapmesh.registry.view import RegistryView
 from mapmesh.store import Compare, Delete, KeyValue, Put, Store
 
-__all__ = ["CallerContext", "Registry", "utc_now"]
+__all__ = ["Registry", "utc_now"]
 
 _CAS_ATTEMPTS = 16
 _OPERATION_WAIT = 2.0
@@ -64,14 +64,6 @@ _OPERATION_WAIT = 2.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class CallerContext:
-    """Who is calling: the region from the request's SigV4 scope, the configured account."""
-
-    region: str
-    account: str
 
 
 Build = Callable[[KeyValue | None], list[Put | Delete]]

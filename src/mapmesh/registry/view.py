@@ -12,19 +12,14 @@ the revision the write returned.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mapmesh.model.registry import HealthStatus, Instance, Namespace, Service
 from mapmesh.registry import keys
-from mapmesh.store import Compacted, Event, EventType, Store, StoreClosed
+from mapmesh.store import Event, EventType, KeyValue, Store
+from mapmesh.store.follower import PrefixFollower
 
 __all__ = ["RegistryView", "ViewChange"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -37,46 +32,13 @@ class ViewChange:
     reset: bool = False
 
 
-Listener = Callable[[ViewChange], None]
-
-
-class RegistryView:
+class RegistryView(PrefixFollower[ViewChange]):
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store, keys.REGISTRY)
         self.namespaces: dict[str, Namespace] = {}
         self.services: dict[str, Service] = {}
         self.instances: dict[str, dict[str, Instance]] = {}
         self.instances_revision: dict[str, int] = {}
-        self.revision = 0
-        self._listeners: list[Listener] = []
-        self._advanced = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self._load()
-        self._task = asyncio.create_task(self._follow(), name="registry-view")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def subscribe(self, listener: Listener) -> None:
-        """Call ``listener`` after every applied batch (on the event loop, synchronously)."""
-        self._listeners.append(listener)
-
-    async def wait_for(self, revision: int, timeout: float = 5.0) -> None:
-        """Return once the view has applied ``revision`` (or ``timeout`` passed)."""
-        if self.revision >= revision:
-            return
-        async with self._advanced:
-            await asyncio.wait_for(
-                self._advanced.wait_for(lambda: self.revision >= revision), timeout
-            )
 
     # -- queries -------------------------------------------------------------------------
 
@@ -109,8 +71,7 @@ class RegistryView:
 
     # -- applying store data -------------------------------------------------------------
 
-    async def _load(self) -> None:
-        entries, revision = await self._store.range(keys.REGISTRY)
+    def _reset(self, entries: list[KeyValue], revision: int) -> ViewChange:
         self.namespaces.clear()
         self.services.clear()
         self.instances.clear()
@@ -118,32 +79,16 @@ class RegistryView:
         change = ViewChange(revision=revision, reset=True)
         for kv in entries:
             self._apply_put(kv.key, kv.value, kv.mod_revision, change)
-        self.revision = revision
-        self._notify(change)
+        return change
 
-    async def _follow(self) -> None:
-        while True:
-            try:
-                async for batch in self._store.watch(keys.REGISTRY, self.revision):
-                    self._apply_batch(batch)
-                    async with self._advanced:
-                        self._advanced.notify_all()
-            except Compacted:
-                log.warning("registry view fell behind the store's history; reloading")
-                await self._load()
-            except StoreClosed:
-                return
-
-    def _apply_batch(self, batch: Iterable[Event]) -> None:
-        change = ViewChange(revision=self.revision)
+    def _apply(self, batch: list[Event]) -> ViewChange:
+        change = ViewChange(revision=batch[-1].revision)
         for event in batch:
             if event.type is EventType.PUT:
                 self._apply_put(event.key, event.value, event.revision, change)
             else:
                 self._apply_delete(event.key, change)
-            change.revision = max(change.revision, event.revision)
-        self.revision = change.revision
-        self._notify(change)
+        return change
 
     def _apply_put(self, key: str, value: bytes, revision: int, change: ViewChange) -> None:
         if key.startswith(keys.NAMESPACES):
@@ -187,10 +132,3 @@ class RegistryView:
             service_id = key[len(keys.REVISIONS) :]
             self.instances_revision.pop(service_id, None)
             change.services.add(service_id)
-
-    def _notify(self, change: ViewChange) -> None:
-        for listener in self._listeners:
-            try:
-                listener(change)
-            except Exception:
-                log.exception("registry view listener failed")

@@ -1,0 +1,1 @@
+"""App Mesh configuration: resource kinds, their records, validation and the read model."""
