@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import random
 import shutil
 import socket
@@ -166,35 +167,16 @@ def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
 
 
 def _self_signed(cert: Path, key: Path) -> None:
-    try:
-        from cryptography import x509  # noqa: F401
-    except ImportError:
-        pass
-    else:  # pragma: no cover - depends on the environment
+    if importlib.util.find_spec("cryptography") is not None:  # pragma: no cover
         _self_signed_with_cryptography(cert, key)
         return
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("neither cryptography nor the openssl CLI is available")
+    options = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+    files = ["-keyout", str(key), "-out", str(cert)]
     subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=mapmesh-test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
+        [openssl, *options.split(), "-subj", "/CN=mapmesh-test", *files],
         check=True,
         capture_output=True,
     )
@@ -203,10 +185,10 @@ def _self_signed(cert: Path, key: Path) -> None:
 def _self_signed_with_cryptography(cert: Path, key: Path) -> None:  # pragma: no cover
     from datetime import timedelta
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography import x509  # type: ignore[import-not-found,unused-ignore]
+    from cryptography.hazmat.primitives import hashes, serialization  # type: ignore[import-not-found,unused-ignore]
+    from cryptography.hazmat.primitives.asymmetric import ec  # type: ignore[import-not-found,unused-ignore]
+    from cryptography.x509.oid import NameOID  # type: ignore[import-not-found,unused-ignore]
 
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mapmesh-test")])
@@ -352,6 +334,19 @@ async def test_a_connect_that_never_completes_times_out() -> None:
         pytest.skip("this kernel accepted past the listen backlog")
     assert result.outcome is ProbeOutcome.CONNECT_TIMEOUT
     assert result.reason == f"connect timeout after 0.2s to {LOCAL}:{port}"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "reason"),
+    [
+        (LOCAL, 99999, "invalid port 99999"),
+        ("bad\0host", 80, "connect to bad\0host:80 failed: "),
+    ],
+)
+async def test_unusable_targets_fail_instead_of_raising(host: str, port: int, reason: str) -> None:
+    result = await probe(ProbeTarget(HTTP, host, port), 0.5)
+    assert result.outcome is ProbeOutcome.CONNECT_ERROR
+    assert result.reason.startswith(reason)
 
 
 async def test_an_instance_without_an_address_fails_without_io() -> None:

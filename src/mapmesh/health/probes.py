@@ -11,8 +11,9 @@ Route 53's rules, which Cloud Map's ``HealthCheckConfig`` uses:
 The whole probe — connect, TLS handshake, request, status line — is bounded by one timeout.
 Only the status line is read (at most :data:`MAX_STATUS_LINE` bytes); the connection is always
 closed afterwards. ``OSError``, ``ssl.SSLError`` and timeouts are translated into a
-:class:`ProbeResult` in exactly one place (:func:`probe`); each :class:`ProbeOutcome` maps to
-one failure counter in the runner's statistics.
+:class:`ProbeResult` in exactly one place (``_failure``), named after the phase they hit
+(connect, TLS handshake, response); each :class:`ProbeOutcome` maps to one failure counter in
+the runner's statistics.
 
 Cost: one connection per probe (no keep-alive: a probe every ``interval`` seconds does not
 justify holding connections to every instance), one write, one read of a few dozen bytes.
@@ -45,9 +46,10 @@ USER_AGENT = "mapmesh-health-check/1"
 _CLOSE_GRACE = 0.5
 """Longest wait for a clean close (TLS close_notify) before the connection is aborted."""
 
-# Everything printable except space may stay as is in a request target; the rest is escaped
-# so a stored resource path can never inject a header or break the request line.
-_SAFE_PATH_CHARS = "/?#[]@!$&'()*+,;=:-._~%"
+# RFC 3986 path/query characters (and existing %-escapes) stay as they are; everything else —
+# spaces, control characters, '#', non-ASCII — is percent-encoded, so a stored resource path
+# can never break the request line or inject a header.
+_SAFE_PATH_CHARS = "/?[]@!$&'()*+,;=:-._~%"
 
 
 class ProbeOutcome(StrEnum):
@@ -128,6 +130,8 @@ async def probe(target: ProbeTarget, timeout: float) -> ProbeResult:
     """Probe ``target`` once, within ``timeout`` seconds; never raises (except cancellation)."""
     if target.host is None:
         return ProbeResult(ProbeOutcome.NO_ADDRESS, "no address attribute")
+    if not 0 < target.port < 65536:
+        return ProbeResult(ProbeOutcome.CONNECT_ERROR, f"invalid port {target.port}")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     phase = _Phase.CONNECT
@@ -145,7 +149,7 @@ async def probe(target: ProbeTarget, timeout: float) -> ProbeResult:
                     await writer.start_tls(_TLS)  # no server_hostname: no SNI, no name check
                 phase = _Phase.RESPONSE
                 status = await _exchange(reader, writer, target)
-        except (OSError, TimeoutError, _BadResponse) as exc:
+        except (OSError, TimeoutError, ValueError, _BadResponse) as exc:  # ValueError: odd host
             return _failure(exc, phase, target, timeout)
     except BaseException:
         if writer is not None:

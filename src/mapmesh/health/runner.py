@@ -37,7 +37,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -249,7 +249,7 @@ class HealthRunner:
         self.concurrency = concurrency
         self._rng = rng if rng is not None else random.Random()
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._checkers: dict[CheckKey, _Checker] = {}
+        self._checkers: dict[str, dict[str, _Checker]] = {}  # service id -> instance id
         self._retired: set[asyncio.Task[None]] = set()  # cancelled, not yet finished
         self._counters = _Counters()
         self._running = False
@@ -270,7 +270,7 @@ class HealthRunner:
     async def stop(self) -> None:
         """Cancel every checker and wait for them; view changes are ignored until start()."""
         self._running = False
-        tasks = [c.task for c in self._checkers.values() if c.task is not None]
+        tasks = [c.task for c in self._every_checker() if c.task is not None]
         tasks.extend(self._retired)
         self._checkers.clear()
         for task in tasks:
@@ -280,7 +280,7 @@ class HealthRunner:
     def statistics(self) -> HealthStatistics:
         counters = self._counters
         return HealthStatistics(
-            checked_instances=len(self._checkers),
+            checked_instances=sum(len(bucket) for bucket in self._checkers.values()),
             probes_in_flight=counters.probes_in_flight,
             probes_run=counters.probes_run,
             failures=counters.failures,
@@ -292,12 +292,12 @@ class HealthRunner:
 
     def status_of(self, service_id: str, instance_id: str) -> HealthStatus | None:
         """The checker's current status for an instance (None: not checked)."""
-        checker = self._checkers.get((service_id, instance_id))
+        checker = self._checkers.get(service_id, {}).get(instance_id)
         return checker.state.status if checker is not None else None
 
     def __repr__(self) -> str:
         return (
-            f"<HealthRunner checks={len(self._checkers)} interval={self.interval}"
+            f"<HealthRunner checks={self.statistics().checked_instances} interval={self.interval}"
             f" timeout={self.timeout} running={self._running}>"
         )
 
@@ -307,13 +307,29 @@ class HealthRunner:
         if self._running:
             self._sync(None if change.reset else change.services)
 
+    def _every_checker(self) -> Iterator[_Checker]:
+        for bucket in self._checkers.values():
+            yield from bucket.values()
+
     def _sync(self, scope: Collection[str] | None) -> None:
+        """Bring the checkers of ``scope`` (None: all services) in line with the view.
+
+        Costs O(instances of the services in scope), so a batch touching one service does not
+        walk every checker.
+        """
         service_ids = list(self._view.services) if scope is None else scope
         desired = desired_checks(self._view, service_ids)
-        running = {key: checker.spec for key, checker in self._checkers.items()}
+        running = {
+            (service_id, instance_id): checker.spec
+            for service_id in (list(self._checkers) if scope is None else scope)
+            for instance_id, checker in self._checkers.get(service_id, {}).items()
+        }
         plan = plan_schedule(running, desired, scope)
-        for key in plan.stop:
-            task = self._checkers.pop(key).task
+        for service_id, instance_id in plan.stop:
+            bucket = self._checkers[service_id]
+            task = bucket.pop(instance_id).task
+            if not bucket:
+                del self._checkers[service_id]
             if task is not None and not task.done():
                 task.cancel()
                 self._retired.add(task)
@@ -327,15 +343,15 @@ class HealthRunner:
                 extra={
                     "started": len(plan.start),
                     "stopped": len(plan.stop),
-                    "checked": len(self._checkers),
+                    "checked": self.statistics().checked_instances,
                 },
             )
 
     def _refresh_stored(self, keys: Iterable[CheckKey]) -> None:
         """Kept checkers learn the status the registry now stores for their instance."""
-        for key in keys:
-            instance = self._view.instances_of(key[0]).get(key[1])
-            checker = self._checkers.get(key)
+        for service_id, instance_id in keys:
+            instance = self._view.instances_of(service_id).get(instance_id)
+            checker = self._checkers.get(service_id, {}).get(instance_id)
             if instance is not None and checker is not None:
                 checker.stored = instance.health_status
 
@@ -349,7 +365,7 @@ class HealthRunner:
             self._check_loop(checker, first_at), name=f"health-check {key[0]}/{key[1]}"
         )
         checker.task.add_done_callback(_log_crash)
-        self._checkers[key] = checker
+        self._checkers.setdefault(key[0], {})[key[1]] = checker
 
     # -- one checker -----------------------------------------------------------------------
 
