@@ -1,5 +1,7 @@
 """The control plane's HTTP application: every wire API on one port.
 
+App Mesh arrives as rest-json under ``/v20190125/...`` and is served by the model-driven
+:class:`~mapmesh.api.restjson.RestJsonApi` with the handlers of :mod:`mapmesh.api.appmesh`.
 Cloud Map arrives as JSON 1.1 on ``POST /`` or as RPC v2 CBOR on
 ``POST /service/Route53AutoNaming_v20170314/operation/<Op>``; both go through the same
 validate → handle → shape pipeline in :func:`_cloudmap_call`.
@@ -17,8 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mapmesh.api.appmesh import SPEC_NAME as APPMESH_SPEC
+from mapmesh.api.appmesh import appmesh_handlers
 from mapmesh.api.awsrpc import CBOR, JSON11, WireCodec, WireError, region_from_authorization
 from mapmesh.api.cloudmap import HANDLERS
+from mapmesh.api.restjson import RestJsonApi
 from mapmesh.api.spec import ValidationFailed, load_spec
 from mapmesh.core.context import CallerContext
 from mapmesh.mesh.service import MeshService
@@ -114,6 +119,14 @@ def create_app(
     registry: Registry, mesh: MeshService, *, account: str, default_region: str = "us-east-1"
 ) -> Starlette:
     cloudmap = _CloudMapApi(registry, account, default_region)
+    appmesh = RestJsonApi(
+        load_spec(APPMESH_SPEC),
+        appmesh_handlers(mesh),
+        account=account,
+        default_region=default_region,
+        validation_error="BadRequestException",
+        internal_error="InternalServerErrorException",
+    )
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "revision": registry.view.revision})
@@ -123,5 +136,6 @@ def create_app(
             Route("/", cloudmap.json11, methods=["POST"]),
             Route("/service/{service}/operation/{operation}", cloudmap.cbor, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *appmesh.routes(),
         ]
     )

@@ -35,6 +35,10 @@ class OperationSpec:
     input_shape: str | None
     output_shape: str | None
     errors: frozenset[str]
+    # the REST binding (rest-json / rest-xml models); RPC protocols leave the defaults
+    http_method: str = "POST"
+    request_uri: str = "/"
+    response_code: int = 200
 
 
 class ServiceSpec:
@@ -47,6 +51,9 @@ class ServiceSpec:
                 input_shape=op.get("input", {}).get("shape"),
                 output_shape=op.get("output", {}).get("shape"),
                 errors=frozenset(e["shape"] for e in op.get("errors", [])),
+                http_method=op.get("http", {}).get("method", "POST"),
+                request_uri=op.get("http", {}).get("requestUri", "/"),
+                response_code=int(op.get("http", {}).get("responseCode", 200)),
             )
             for name, op in model["operations"].items()
         }

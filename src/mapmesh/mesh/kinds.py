@@ -69,6 +69,8 @@ class ResourceId:
     name: str
 
     def __str__(self) -> str:
+        if self.kind == "mesh":
+            return f"mesh {self.mesh}"
         scope = f"{self.parent}/" if self.parent else ""
         return f"{self.kind} {self.mesh}/{scope}{self.name}"
 

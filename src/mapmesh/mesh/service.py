@@ -25,6 +25,7 @@ from mapmesh.mesh.kinds import KINDS, ResourceId
 from mapmesh.mesh.records import MeshResource, ResourceMetadata
 from mapmesh.mesh.validation import check_spec, references, referrers
 from mapmesh.mesh.view import MeshView
+from mapmesh.registry.errors import RegistryError
 from mapmesh.registry.pagination import paginate
 from mapmesh.registry.registry import utc_now
 from mapmesh.store import Compare, Delete, Put, Store
@@ -72,7 +73,10 @@ class MeshService:
         else:
             self._require_parents(ResourceId(kind, mesh, parent, ""))
             resources = [r for r in self.view.in_mesh(mesh, kind) if r.parent == parent]
-        return paginate(resources, lambda r: r.name, limit or 100, next_token)
+        try:
+            return paginate(resources, lambda r: r.name, limit or 100, next_token)
+        except RegistryError as exc:  # paginate speaks Cloud Map's errors
+            raise MeshError("BadRequestException", f"nextToken: {exc.message}") from None
 
     def _require_parents(self, rid: ResourceId) -> None:
         if rid.kind == "mesh":
@@ -97,6 +101,7 @@ class MeshService:
         tags: Iterable[tuple[str, str]] = (),
         client_token: str | None = None,
     ) -> MeshResource:
+        _check_name(rid)
         self._require_parents(rid)
         existing = self.view.get(rid)
         if existing is not None:
@@ -243,6 +248,14 @@ def _with_defaults(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "mesh" and "egressFilter" not in spec:
         return {**spec, "egressFilter": {"type": "DROP_ALL"}}
     return spec
+
+
+def _check_name(rid: ResourceId) -> None:
+    """A ``/`` in a name would make its store key and ARN read as another resource's."""
+    kind = KINDS[rid.kind]
+    for field, name in (("meshName", rid.mesh), (kind.name_field, rid.name)):
+        if "/" in name:
+            raise MeshError("BadRequestException", f"{field}: {name!r} must not contain '/'")
 
 
 def _check_tags(tags: tuple[tuple[str, str], ...]) -> None:
