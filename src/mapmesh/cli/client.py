@@ -7,7 +7,8 @@ errors come back as HTTP 4xx/5xx with ``{"__type": "<Code>", "Message": "..."}``
 Requests are unsigned; mapmesh takes the region from a SigV4 header when there is one and
 uses its default otherwise.
 
-Errors say whose fault it was, and are translated in exactly one place (:meth:`_send`):
+Errors say whose fault it was, and are translated in exactly one place
+(:meth:`HttpEndpoint._send`, shared with the App Mesh client):
 
 - :class:`ApiError` -- the control plane answered and refused (its code and message);
 - :class:`EndpointUnreachable` -- nothing answered (refused, unknown host, timed out);
@@ -29,6 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from email.message import Message
 from typing import Any
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ClientError",
     "CloudMapClient",
     "EndpointUnreachable",
+    "HttpEndpoint",
     "OperationFailed",
     "OperationTimedOut",
     "wait_for_operation",
@@ -91,8 +94,12 @@ class OperationTimedOut(ClientError):
         )
 
 
-class CloudMapClient:
-    """``CloudMapClient("http://127.0.0.1:7070").call("ListNamespaces")``."""
+class HttpEndpoint:
+    """The transport every CLI client shares: proxy rules, timeouts and :meth:`_send`.
+
+    Subclasses speak one wire protocol on top (:class:`CloudMapClient` JSON 1.1,
+    :class:`mapmesh.cli.appmesh_client.AppMeshClient` REST-JSON).
+    """
 
     def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
         parsed = urllib.parse.urlsplit(endpoint)
@@ -105,6 +112,34 @@ class CloudMapClient:
             self.proxy = urllib.request.getproxies().get(parsed.scheme)
         proxies = {parsed.scheme: self.proxy} if self.proxy else {}
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+
+    def _send(self, request: urllib.request.Request) -> tuple[int, bytes]:
+        """(status, body) of any answer; raises :class:`EndpointUnreachable` when none came."""
+        status, _, body = self._exchange(request)
+        return status, body
+
+    def _exchange(self, request: urllib.request.Request) -> tuple[int, Message, bytes]:
+        """(status, headers, body) of any answer; the one place transport errors are mapped."""
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return int(response.status), response.headers, bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.headers, exc.read()
+        except urllib.error.URLError as exc:
+            raise self._unreachable(_reason(exc.reason, self.timeout)) from None
+        except OSError as exc:  # TimeoutError and resets while reading the answer
+            raise self._unreachable(_reason(exc, self.timeout)) from None
+        except http.client.HTTPException as exc:
+            raise self._unreachable(f"it does not answer in HTTP: {type(exc).__name__}") from None
+
+    def _unreachable(self, reason: str) -> EndpointUnreachable:
+        via = f" via proxy {self.proxy}" if self.proxy else ""
+        return EndpointUnreachable(self.endpoint, reason + via)
+
+
+class CloudMapClient(HttpEndpoint):
+    """``CloudMapClient("http://127.0.0.1:7070").call("ListNamespaces")``."""
 
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Run one operation; the result is the response's JSON object."""
@@ -139,24 +174,6 @@ class CloudMapClient:
     def paginate(self, operation: str, key: str, **params: Any) -> list[Any]:
         """Every item of the list ``key`` across all pages."""
         return [item for page in self.pages(operation, **params) for item in page.get(key) or []]
-
-    def _send(self, request: urllib.request.Request) -> tuple[int, bytes]:
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return int(response.status), bytes(response.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, exc.read()
-        except urllib.error.URLError as exc:
-            raise self._unreachable(_reason(exc.reason, self.timeout)) from None
-        except OSError as exc:  # TimeoutError and resets while reading the answer
-            raise self._unreachable(_reason(exc, self.timeout)) from None
-        except http.client.HTTPException as exc:
-            raise self._unreachable(f"it does not answer in HTTP: {type(exc).__name__}") from None
-
-    def _unreachable(self, reason: str) -> EndpointUnreachable:
-        via = f" via proxy {self.proxy}" if self.proxy else ""
-        return EndpointUnreachable(self.endpoint, reason + via)
 
 
 def wait_for_operation(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from mapmesh.cli import mesh_commands
 from mapmesh.cli.registry_commands import discover, instance_app, namespace_app, service_app
 from mapmesh.core import configure_logging
 
@@ -73,6 +74,10 @@ app.add_typer(namespace_app, name="namespace")
 app.add_typer(service_app, name="service")
 app.add_typer(instance_app, name="instance")
 app.command("discover")(discover)
+app.command("apply")(mesh_commands.apply)
+app.command("diff")(mesh_commands.diff)
+app.command("delete")(mesh_commands.delete)
+app.command("get")(mesh_commands.get)
 
 
 def _run(coro: object) -> None:
