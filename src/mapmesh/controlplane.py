@@ -26,6 +26,7 @@ from mapmesh.mesh.view import MeshView
 from mapmesh.registry.registry import Registry
 from mapmesh.registry.view import RegistryView
 from mapmesh.store import Store, open_store
+from mapmesh.xds.service import SnapshotService
 
 __all__ = ["ControlPlane", "ControlPlaneConfig"]
 
@@ -53,6 +54,7 @@ class ControlPlane:
         self.registry: Registry | None = None
         self.mesh_view: MeshView | None = None
         self.mesh: MeshService | None = None
+        self.snapshots: SnapshotService | None = None
         self.dns: DnsServer | None = None
         self.health: HealthRunner | None = None
         self._http: uvicorn.Server | None = None
@@ -77,6 +79,7 @@ class ControlPlane:
         self.registry = Registry(self.store, self.view)
         self.mesh_view = MeshView(self.store)
         self.mesh = MeshService(self.store, self.mesh_view)
+        self.snapshots = SnapshotService(self.mesh_view, self.view)
         table = DnsTable()
         self.view.subscribe(lambda change: table.rebuild(self.view, change))  # type: ignore[arg-type]
         self.health = HealthRunner(
@@ -111,9 +114,13 @@ class ControlPlane:
         sock.listen(1024)
         sock.setblocking(False)
         self._http_socket = sock
-        assert self.registry is not None and self.mesh is not None
+        assert self.registry and self.mesh and self.snapshots
         app = create_app(
-            self.registry, self.mesh, account=config.account_id, default_region=config.region
+            self.registry,
+            self.mesh,
+            self.snapshots,
+            account=config.account_id,
+            default_region=config.region,
         )
         server = uvicorn.Server(
             uvicorn.Config(

@@ -25,10 +25,12 @@ from mapmesh.api.awsrpc import CBOR, JSON11, WireCodec, WireError, region_from_a
 from mapmesh.api.cloudmap import HANDLERS
 from mapmesh.api.restjson import RestJsonApi
 from mapmesh.api.spec import ValidationFailed, load_spec
+from mapmesh.api.xds import stream_routes
 from mapmesh.core.context import CallerContext
 from mapmesh.mesh.service import MeshService
 from mapmesh.registry.errors import RegistryError
 from mapmesh.registry.registry import Registry
+from mapmesh.xds.service import SnapshotService
 
 __all__ = ["CLOUDMAP_TARGET", "create_app"]
 
@@ -116,7 +118,12 @@ class _CloudMapApi:
 
 
 def create_app(
-    registry: Registry, mesh: MeshService, *, account: str, default_region: str = "us-east-1"
+    registry: Registry,
+    mesh: MeshService,
+    snapshots: SnapshotService,
+    *,
+    account: str,
+    default_region: str = "us-east-1",
 ) -> Starlette:
     cloudmap = _CloudMapApi(registry, account, default_region)
     appmesh = RestJsonApi(
@@ -137,5 +144,6 @@ def create_app(
             Route("/service/{service}/operation/{operation}", cloudmap.cbor, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             *appmesh.routes(),
+            *stream_routes(snapshots),
         ]
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from mapmesh.cli import mesh_commands
+from mapmesh.cli.explain_command import explain
 from mapmesh.cli.registry_commands import discover, instance_app, namespace_app, service_app
 from mapmesh.core import configure_logging
 
@@ -78,6 +79,7 @@ app.command("apply")(mesh_commands.apply)
 app.command("diff")(mesh_commands.diff)
 app.command("delete")(mesh_commands.delete)
 app.command("get")(mesh_commands.get)
+app.command("explain")(explain)
 
 
 def _run(coro: object) -> None:

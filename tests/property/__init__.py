@@ -1,0 +1,1 @@
+"""Property tests: invariants checked over generated inputs (hypothesis)."""
