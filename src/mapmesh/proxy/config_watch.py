@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from mapmesh.core.backoff import Backoff
+from mapmesh.proxy.control_http import endpoint_of, read_body, read_chunk, read_head, request
 
 __all__ = ["StreamIdentity", "StreamRejected", "follow_snapshots"]
 
@@ -87,28 +88,23 @@ async def follow_snapshots(
             await asyncio.sleep(delay)
 
 
-def _endpoint(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
-
-
 async def _stream_lines(control_plane: str, query: str, idle_timeout: float) -> Any:
-    host, port = _endpoint(control_plane)
+    host, port = endpoint_of(control_plane)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
     try:
         writer.write(
             f"GET /v1/stream?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "Accept: application/x-ndjson\r\n\r\n".encode()
         )
-        status, headers = await asyncio.wait_for(_read_head(reader), 5.0)
+        status, headers = await asyncio.wait_for(read_head(reader), 5.0)
         if status != 200:
-            body = await _read_body(reader, headers)
+            body = await read_body(reader, headers)
             raise StreamRejected(status, body.decode(errors="replace"))
         chunked = headers.get("transfer-encoding", "").lower() == "chunked"
         buffer = b""
         while True:
             data = await asyncio.wait_for(
-                _read_chunk(reader) if chunked else reader.read(65536), idle_timeout
+                read_chunk(reader) if chunked else reader.read(65536), idle_timeout
             )
             if not data:
                 raise ConnectionError("the control plane closed the stream")
@@ -119,37 +115,6 @@ async def _stream_lines(control_plane: str, query: str, idle_timeout: float) -> 
                     yield line
     finally:
         writer.close()
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
-    size_line = await reader.readuntil(b"\r\n")
-    size = int(size_line.split(b";", 1)[0], 16)
-    if size == 0:
-        return b""
-    data = await reader.readexactly(size + 2)
-    return data[:-2]
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while chunk := await _read_chunk(reader):
-            parts.append(chunk)
-        return b"".join(parts)
-    length = int(headers.get("content-length", "0"))
-    return await reader.readexactly(length) if length else b""
 
 
 async def _post_ack(
@@ -165,16 +130,8 @@ async def _post_ack(
             "error": error,
         }
     ).encode()
-    host, port = _endpoint(control_plane)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
-    try:
-        writer.write(
-            f"POST /v1/ack HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        status, _ = await asyncio.wait_for(_read_head(reader), 5.0)
-        if status >= 300:
-            log.warning("acknowledgement refused", extra={"status": status, "version": version})
-    finally:
-        writer.close()
+    status, _ = await request(
+        control_plane, "POST", "/v1/ack", body, {"Content-Type": "application/json"}
+    )
+    if status >= 300:
+        log.warning("acknowledgement refused", extra={"status": status, "version": version})
