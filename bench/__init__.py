@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -46,6 +47,7 @@ __all__ = [
     "pin_self",
     "raise_on_sigterm",
     "require_tools",
+    "source_info",
     "start_mapmesh",
     "tree_cpu_seconds",
     "wait_for_quiet",
@@ -84,12 +86,17 @@ def require_tools(*names: str) -> None:
 
 
 def raise_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so ``finally`` blocks stop the children."""
+    """Make SIGTERM unwind like Ctrl-C, so ``finally`` blocks stop the children.
+
+    SIGINT gets Python's default handler back too: a shell starting us in the background
+    hands it down ignored, and ``kill -INT`` should still clean up.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pin_self(cpu: int) -> None:
@@ -111,7 +118,7 @@ class CpuQuota:
     Uses cgroup v1's ``cpu`` controller or cgroup v2's ``cpu.max``; needs root.
     """
 
-    def __init__(self, name: str, fraction: float, period_us: int = 10_000) -> None:
+    def __init__(self, name: str, fraction: float, period_us: int = 100_000) -> None:
         if not 0 < fraction <= 64:
             raise ValueError("fraction must be in (0, 64]")
         self.fraction = fraction
@@ -457,6 +464,15 @@ def _tool_version(argv: Sequence[str]) -> str:
     return next((line.strip() for line in lines if any(c.isdigit() for c in line)), "unknown")
 
 
+def source_info() -> dict[str, Any]:
+    """Which code was measured: the commit, and a digest of the working tree's ``src/``."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    commit = _tool_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return {"commit": commit, "src_sha256": digest.hexdigest()[:16]}
+
+
 def machine_info(tools: dict[str, Sequence[str]]) -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
@@ -464,6 +480,7 @@ def machine_info(tools: dict[str, Sequence[str]]) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "tools": {name: _tool_version(argv) for name, argv in tools.items()},
+        "source": source_info(),
     }
 
 

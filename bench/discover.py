@@ -169,7 +169,7 @@ class LoadSettings:
         return [
             "taskset", "-c", str(self.client_cpu),
             "wrk", "-t", str(self.threads), "-c", str(self.connections),
-            "-d", f"{duration:g}s", "--timeout", "5s", "-s", str(script), url,
+            "-d", f"{max(1, round(duration))}s", "--timeout", "5s", "-s", str(script), url,
         ]  # fmt: skip
 
 
@@ -322,6 +322,54 @@ def print_table(runs: Sequence[Run]) -> None:
         )
 
 
+def report(args: argparse.Namespace, runs: Sequence[Run], boto: dict[str, Any]) -> dict[str, Any]:
+    """Prints the table, per-round and median ratios; returns the summary for the JSON."""
+    per_round = []
+    for n in range(1, args.rounds + 1):
+        by = {r.target: r for r in runs if r.round == n}
+        discover, healthz = by["discover"], by["healthz"]
+        per_cpu = discover.rps_per_cpu / healthz.rps_per_cpu if healthz.rps_per_cpu else 0.0
+        per_round.append(
+            {"round": n, "ratio": discover.rps / healthz.rps, "ratio_per_cpu": per_cpu}
+        )
+    targets = ("discover", "healthz")
+    summary: dict[str, Any] = {
+        "ratios": per_round,
+        "median_rps": {t: median([r.rps for r in runs if r.target == t]) for t in targets},
+        "median_rps_per_cpu": {
+            t: median([r.rps_per_cpu for r in runs if r.target == t]) for t in targets
+        },
+        "median_ratio": median([r["ratio"] for r in per_round]),
+        "median_ratio_per_cpu": median([r["ratio_per_cpu"] for r in per_round]),
+    }
+    med = summary["median_rps"]
+    print()
+    print_table(runs)
+    print()
+    for r in per_round:
+        print(
+            f"round {r['round']}: discover/healthz = {r['ratio']:.3f}x req/s, "
+            f"{r['ratio_per_cpu']:.3f}x per server CPU-second"
+        )
+    print(
+        f"median: DiscoverInstances {med['discover']:,.0f} req/s, /healthz {med['healthz']:,.0f}"
+        f" req/s; ratio {summary['median_ratio']:.3f}x"
+        f" ({summary['median_ratio_per_cpu']:.3f}x per server CPU-second);"
+        f" wrk -t {args.threads} -c {args.connections}"
+    )
+    print(
+        f"boto3, one sequential client: {boto['rps']:,.0f} req/s over {boto['calls']} calls, "
+        f"p50 {boto['p50_ms']:.2f} ms, p99 {boto['p99_ms']:.2f} ms"
+    )
+    noisy = [r for r in runs if max(r.server_other, r.client_other) > 0.1 or r.errors]
+    if noisy:
+        print(
+            f"warning: {len(noisy)} run(s) had errors or >10% other load on a pinned core;"
+            " rerun with --wait-quiet 120 on a shared machine"
+        )
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_tools("wrk", "taskset")
@@ -358,27 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
                 print(f"  round {n} {target:<8} {run.rps:>8,.0f} req/s")
         boto = boto3_sequential(api_url, args.boto_calls, args.boto_seconds)
-    per_round = []
-    for n in range(1, args.rounds + 1):
-        by_target = {r.target: r for r in runs if r.round == n}
-        per_round.append(
-            {"round": n, "ratio": by_target["discover"].rps / by_target["healthz"].rps}
-        )
-    med = {t: median([r.rps for r in runs if r.target == t]) for t in ("discover", "healthz")}
-    median_ratio = median([r["ratio"] for r in per_round])
-    print()
-    print_table(runs)
-    print()
-    for r in per_round:
-        print(f"round {r['round']}: discover/healthz = {r['ratio']:.3f}x")
-    print(
-        f"median: DiscoverInstances {med['discover']:,.0f} req/s, /healthz {med['healthz']:,.0f}"
-        f" req/s, ratio {median_ratio:.3f}x (wrk -t {args.threads} -c {args.connections})"
-    )
-    print(
-        f"boto3, one sequential client: {boto['rps']:,.0f} req/s over {boto['calls']} calls, "
-        f"p50 {boto['p50_ms']:.2f} ms, p99 {boto['p99_ms']:.2f} ms"
-    )
+    summary = report(args, runs, boto)
     path = write_result(
         "discover",
         {
@@ -388,9 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "response_bytes": body_bytes,
             "machine": machine_info({"wrk": ["wrk", "-v"]}),
             "runs": [{**asdict(r), "rps_per_cpu": r.rps_per_cpu} for r in runs],
-            "ratios": per_round,
-            "median_rps": med,
-            "median_ratio": median_ratio,
+            **summary,
             "boto3_sequential": boto,
         },
     )

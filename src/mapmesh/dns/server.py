@@ -381,11 +381,17 @@ def _udp_factory(
     return lambda: _UdpProtocol(respond, counters, max_udp)
 
 
+_UDP_RECEIVE_BUFFER = 1 << 20
+
+
 def _bind(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     """UDP and TCP sockets bound to one port number (found by retrying for port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
         udp = socket.socket(family, socket.SOCK_DGRAM)
+        # A burst must queue in the kernel rather than be dropped (NSD uses 1 MiB too);
+        # the kernel caps this at net.core.rmem_max.
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER)
         try:
             udp.bind((host, port))
         except OSError:
