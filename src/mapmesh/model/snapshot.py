@@ -399,6 +399,9 @@ class Snapshot(Resolved):
     gateway_routes: tuple[GatewayRoute, ...] = ()
     clusters: tuple[Cluster, ...]
     access_log: AccessLog | None = None
+    # Where a sidecar registers its own instance (its node's service discovery); None for
+    # gateways and for nodes without Cloud Map discovery.
+    registration: Discovery | None = None
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)

@@ -42,6 +42,7 @@ from mapmesh.model.snapshot import (
     AppProtocol,
     ClientTls,
     Cluster,
+    Discovery,
     GatewayRoute,
     Listener,
     Provider,
@@ -167,7 +168,24 @@ class _Compiler:
                 service.virtual_service_name, policy if policy[0] is not None else fallback
             )
             tables[table.virtual_service] = table
-        return self._result("virtualNode", name, listeners, tables, (), access_log(spec.logging))
+        return self._result(
+            "virtualNode",
+            name,
+            listeners,
+            tables,
+            (),
+            access_log(spec.logging),
+            self._registration(spec, name),
+        )
+
+    def _registration(self, spec: am.VirtualNodeSpec, name: str) -> Discovery | None:
+        """The node's own Cloud Map service, where its sidecar registers its instance."""
+        if spec.service_discovery is None or spec.service_discovery.aws_cloud_map is None:
+            return None
+        discovered = discover(
+            self._registry, spec.service_discovery, None, self._mesh_spec.service_discovery, name
+        )
+        return discovered.discovery
 
     def gateway(self, name: str) -> CompileResult:
         rid = ResourceId("virtualGateway", self._mesh, None, name)
@@ -200,6 +218,7 @@ class _Compiler:
         tables: dict[str, RouteTable],
         gateway_routes: tuple[GatewayRoute, ...],
         log: AccessLog | None,
+        registration: Discovery | None = None,
     ) -> CompileResult:
         egress = self._mesh_spec.egress_filter
         snapshot = Snapshot(
@@ -212,6 +231,7 @@ class _Compiler:
             gateway_routes=gateway_routes,
             clusters=tuple(self._clusters[c] for c in sorted(self._clusters)),
             access_log=log,
+            registration=registration,
             defaulted=("egress_filter",) if egress is None else (),
         )
         return CompileResult(snapshot, tuple(sorted(self._warnings)))
