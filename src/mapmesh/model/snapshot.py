@@ -117,9 +117,10 @@ class ConnectionPool(Resolved):
 
 
 class OutlierDetection(SnapshotModel):
-    """Eject an endpoint after ``max_server_errors`` 5xx within ``interval_ms``, for
-    ``base_ejection_ms`` times the number of its ejections so far, never more than
-    ``max_ejection_percent`` of the endpoints at once."""
+    """Eject an endpoint after ``max_server_errors`` consecutive 5xx (as Envoy's
+    consecutive_5xx: at once when the count is reached; ``interval_ms`` paces the decay of
+    repeat ejections), for ``base_ejection_ms`` times the number of its ejections so far,
+    never more than ``max_ejection_percent`` of the endpoints at once (at least one)."""
 
     max_server_errors: int
     interval_ms: int
