@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mapmesh.cli import mesh_commands
+from mapmesh.cli import mesh_commands, proxy_commands
 from mapmesh.cli.explain_command import explain
 from mapmesh.cli.registry_commands import discover, instance_app, namespace_app, service_app
 from mapmesh.core import configure_logging
@@ -80,6 +80,8 @@ app.command("diff")(mesh_commands.diff)
 app.command("delete")(mesh_commands.delete)
 app.command("get")(mesh_commands.get)
 app.command("explain")(explain)
+app.command("proxy")(proxy_commands.proxy)
+app.command("gateway")(proxy_commands.gateway)
 
 
 def _run(coro: object) -> None:

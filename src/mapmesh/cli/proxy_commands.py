@@ -1,0 +1,125 @@
+"""``mapmesh proxy`` (the sidecar) and ``mapmesh gateway``: the data plane's processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["gateway", "proxy"]
+
+ControlPlane = Annotated[
+    str,
+    typer.Option(
+        "--control-plane", metavar="URL", envvar="MAPMESH_CONTROL_PLANE",
+        help="URL of the control plane's API.",
+    ),
+]  # fmt: skip
+Mesh = Annotated[str, typer.Option("--mesh", metavar="M", help="Mesh name.")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir", help="Keep the last good snapshot here (serve from it on restart)."
+    ),
+]
+AccessLog = Annotated[
+    str | None,
+    typer.Option("--access-log", help="Write one JSON line per request to this file (- = stdout)."),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _attribute(values: list[str]) -> dict[str, str]:
+    attributes = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--attribute expects KEY=VALUE, got {value!r}")
+        attributes[key] = val
+    return attributes
+
+
+def proxy(
+    control_plane: ControlPlane,
+    mesh: Mesh,
+    virtual_node: Annotated[str, typer.Option("--virtual-node", metavar="N", help="Virtual node.")],
+    app_port: Annotated[int, typer.Option("--app-port", help="Port of the local application.")],
+    inbound_port: Annotated[
+        int, typer.Option("--inbound-port", help="Listener fronting the app.")
+    ] = 15000,
+    outbound_port: Annotated[
+        int, typer.Option("--outbound-port", help="HTTP proxy port for the app's calls.")
+    ] = 15001,
+    admin_port: Annotated[int, typer.Option("--admin-port", help="Admin and metrics port.")] = 9901,
+    advertise_address: Annotated[
+        str, typer.Option("--advertise-address", help="Address registered in Cloud Map.")
+    ] = "127.0.0.1",
+    instance_id: Annotated[
+        str, typer.Option("--instance-id", help="Cloud Map instance id (default: name-host-pid).")
+    ] = "",
+    attribute: Annotated[
+        list[str], typer.Option("--attribute", help="Extra instance attribute KEY=VALUE.")
+    ] = [],  # noqa: B006
+    no_register: Annotated[
+        bool, typer.Option("--no-register", help="Do not register in Cloud Map.")
+    ] = False,
+    drain_timeout: Annotated[
+        float, typer.Option("--drain-timeout", help="Seconds to finish requests on SIGTERM.")
+    ] = 10.0,
+    state_dir: StateDir = None,
+    access_log: AccessLog = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the sidecar proxy of a virtual node: outbound HTTP proxy, inbound listener, admin."""
+    from mapmesh.proxy.process import ProxyOptions
+
+    _run(ProxyOptions(
+        control_plane=control_plane, mesh=mesh, kind="virtualNode", name=virtual_node,
+        app_port=app_port, inbound_port=inbound_port, outbound_port=outbound_port,
+        admin_port=admin_port, advertise_address=advertise_address, instance_id=instance_id,
+        attributes=_attribute(attribute), state_dir=state_dir, access_log=access_log,
+        drain_timeout=drain_timeout, register=not no_register,
+    ), log_level)  # fmt: skip
+
+
+def gateway(
+    control_plane: ControlPlane,
+    mesh: Mesh,
+    virtual_gateway: Annotated[
+        str, typer.Option("--virtual-gateway", metavar="G", help="Virtual gateway.")
+    ],
+    port: Annotated[int, typer.Option("--port", help="Listener port.")] = 8080,
+    admin_port: Annotated[int, typer.Option("--admin-port", help="Admin and metrics port.")] = 9902,
+    drain_timeout: Annotated[
+        float, typer.Option("--drain-timeout", help="Seconds to finish requests on SIGTERM.")
+    ] = 10.0,
+    state_dir: StateDir = None,
+    access_log: AccessLog = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run a virtual gateway: outside traffic in, routed by gateway routes."""
+    from mapmesh.proxy.process import ProxyOptions
+
+    _run(ProxyOptions(
+        control_plane=control_plane, mesh=mesh, kind="virtualGateway", name=virtual_gateway,
+        gateway_port=port, admin_port=admin_port, state_dir=state_dir, access_log=access_log,
+        drain_timeout=drain_timeout,
+    ), log_level)  # fmt: skip
+
+
+def _run(options: object, log_level: str) -> None:
+    from mapmesh.core import configure_logging
+    from mapmesh.proxy.process import ProxyOptions, ProxyProcess
+
+    assert isinstance(options, ProxyOptions)
+    configure_logging(log_level)
+    try:
+        import uvloop
+
+        uvloop.run(ProxyProcess(options).run_until_signalled())
+    except OSError as exc:
+        typer.echo(
+            f"error: cannot start the proxy: {exc}. Choose other ports with the flags.", err=True
+        )
+        raise typer.Exit(1) from None

@@ -1,0 +1,146 @@
+"""A cluster at run time: endpoints, load balancer, breaker, outlier detector, pool.
+
+A :class:`ClusterRuntime` is built from one snapshot :class:`~mapmesh.model.snapshot.Cluster`
+and survives snapshot updates that leave its policies alone: only the endpoint set is
+reconciled then, so connection pools and outlier history carry over (equal config compares
+equal — STYLE #5). An endpoint takes traffic when the registry does not mark it UNHEALTHY
+and outlier detection has not ejected it; when every endpoint is registry-unhealthy they all
+take traffic again (Route 53 and Envoy's panic mode both fail open that way).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Set
+from typing import Any
+
+from mapmesh.model import snapshot
+from mapmesh.proxy.lb import LoadBalancer, build
+from mapmesh.proxy.pool import EndpointKey, Pool
+from mapmesh.proxy.resilience.breaker import CircuitBreaker
+from mapmesh.proxy.resilience.budget import RetryBudget
+from mapmesh.proxy.resilience.outlier import Ejection, OutlierMonitor, outlier_detector
+from mapmesh.proxy.resilience.retry import Outcome
+from mapmesh.proxy.stats import Stats
+
+__all__ = ["ClusterRuntime", "policy_key"]
+
+
+def policy_key(cluster: snapshot.Cluster) -> tuple[Any, ...]:
+    """Everything about a cluster except its endpoints: equal keys keep the runtime."""
+    return (
+        cluster.lb_policy,
+        cluster.connection_pool,
+        cluster.outlier_detection,
+        cluster.health_check,
+        cluster.port,
+        cluster.protocol,
+    )
+
+
+class ClusterRuntime:
+    def __init__(
+        self,
+        config: snapshot.Cluster,
+        stats: Stats,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.policy = policy_key(config)
+        self._stats = stats
+        self._labels = (("cluster", config.name),)
+        self._clock = clock
+        self.breaker = CircuitBreaker.from_snapshot(config.connection_pool)
+        self.pool = Pool(config.name, self.breaker, stats, connect_timeout=connect_timeout)
+        self.budget = RetryBudget(self.breaker)
+        self.endpoints: dict[EndpointKey, snapshot.Endpoint] = {}
+        self.lb: LoadBalancer[EndpointKey] = build(config.lb_policy, [], rng=rng)
+        self.outlier: OutlierMonitor[EndpointKey] = outlier_detector(config.outlier_detection)
+        self._next_expiry: float | None = None
+        self.set_endpoints(config.endpoints)
+
+    # -- membership ----------------------------------------------------------------------
+
+    def update(self, config: snapshot.Cluster) -> None:
+        """Take a new snapshot of this cluster whose policies are unchanged."""
+        self.config = config
+        self.set_endpoints(config.endpoints)
+
+    def set_endpoints(self, endpoints: tuple[snapshot.Endpoint, ...]) -> None:
+        new = {EndpointKey(e.address, e.port): e for e in endpoints}
+        for gone in self.endpoints.keys() - new.keys():
+            self.pool.remove_endpoint(gone)
+        self.endpoints = new
+        keys = sorted(new)
+        self.lb.set_endpoints(keys)
+        self.outlier.set_endpoints(keys)
+        self._refresh_availability()
+
+    def _refresh_availability(self) -> None:
+        usable = {k for k, e in self.endpoints.items() if e.health != "UNHEALTHY"}
+        if not usable:
+            usable = set(self.endpoints)  # all registry-unhealthy: fail open
+        healthy = 0
+        for key in self.endpoints:
+            available = key in usable and not self.outlier.is_ejected(key)
+            self.lb.set_available(key, available)
+            healthy += available
+        self._stats.set("membership_total", len(self.endpoints), self._labels)
+        self._stats.set("membership_healthy", healthy, self._labels)
+
+    # -- per request ---------------------------------------------------------------------
+
+    def pick(self, excluded: Set[EndpointKey] = frozenset()) -> EndpointKey | None:
+        if self._next_expiry is not None and self._clock() >= self._next_expiry:
+            self._return_ejected()
+        return self.lb.pick(excluded)
+
+    def observe(self, key: EndpointKey, outcome: Outcome) -> None:
+        """Tell outlier detection how an attempt on ``key`` ended."""
+        verdict = self.outlier.observe(key, outcome, self._clock())
+        if isinstance(verdict, Ejection):
+            self.lb.set_available(key, False)
+            self._stats.inc("outlier_detection_ejections_total", self._labels)
+            self._stats.inc("outlier_detection_ejections_active", self._labels)
+            self._next_expiry = self.outlier.next_expiry()
+            self._refresh_availability()
+
+    def _return_ejected(self) -> None:
+        returned = self.outlier.tick(self._clock())
+        if returned:
+            self._stats.inc("outlier_detection_ejections_active", self._labels, -len(returned))
+            self._refresh_availability()
+        self._next_expiry = self.outlier.next_expiry()
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """For the admin ``/clusters`` page."""
+        self._return_ejected()
+        breaker = self.breaker.statistics()
+        return {
+            "name": self.name,
+            "virtual_node": self.config.virtual_node,
+            "endpoints": [
+                {
+                    "address": key.address,
+                    "port": key.port,
+                    "registry_health": endpoint.health,
+                    "ejected": self.outlier.is_ejected(key),
+                    "idle_connections": self.pool.idle_count(key),
+                }
+                for key, endpoint in sorted(self.endpoints.items())
+            ],
+            "circuit_breaker": {
+                "connections": breaker.connections,
+                "max_connections": breaker.max_connections,
+                "pending_requests": breaker.pending_requests,
+                "max_pending_requests": breaker.max_pending_requests,
+                "active_requests": breaker.active_requests,
+                "max_requests": breaker.max_requests,
+            },
+        }
+
+    def close(self) -> None:
+        self.pool.close()

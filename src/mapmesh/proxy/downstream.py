@@ -1,0 +1,339 @@
+"""A client connection to one of the proxy's listeners, as an asyncio Protocol.
+
+Theory of operation
+-------------------
+Bytes go into the server codec; its events drive one :class:`DownstreamExchange` at a time
+(pipelined requests wait in the codec until the response before them is complete, and
+reading pauses meanwhile). For each request the exchange runs :meth:`Router.handle` as one
+task with the config in force when the head arrived.
+
+Request bodies up to ``replay_limit`` bytes are collected before the first attempt, so a
+retry can send them again; larger or chunked bodies are streamed to the one upstream
+connection they go to (no retries then). Responses stream back as they arrive — re-chunked
+when the client speaks HTTP/1.1 and the length is unknown — with backpressure: when the
+client reads slowly, the upstream connection stops being read.
+
+The exchange records one access-log entry and its statistics when the response ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import cast
+
+from mapmesh.proxy.accesslog import AccessLogEntry, AccessLogger
+from mapmesh.proxy.config import ProxyConfig
+from mapmesh.proxy.protocol.events import (
+    Body,
+    ConnectionClosed,
+    EndBody,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+)
+from mapmesh.proxy.protocol.http1 import (
+    encode_chunk,
+    last_chunk,
+    local_response,
+    response_head_bytes,
+)
+from mapmesh.proxy.protocol.http1_server import Http1ServerCodec
+from mapmesh.proxy.router import LocalReply, Router
+from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.upstream import UpstreamConnection
+
+__all__ = ["DownstreamConnection", "DownstreamExchange"]
+
+log = logging.getLogger("mapmesh.proxy")
+
+REPLAY_LIMIT = 64 * 1024
+
+
+class DownstreamExchange:
+    """One request from downstream and its response (implements the router's Exchange)."""
+
+    def __init__(self, connection: DownstreamConnection, head: RequestHead) -> None:
+        self.connection = connection
+        self.head = head
+        self.request_id = head.request_id or os.urandom(16).hex().encode()
+        self.flags: list[str] = []
+        self.upstream: str | None = None
+        self.route_name: str | None = None
+        self.started = time.time()
+        self._started_mono = time.monotonic()
+        self.status = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.finished = False
+        self._chunks: list[bytes] = []
+        self._body_done = not head.has_body
+        self._body: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._stream_to: UpstreamConnection | None = None
+        self._upstream: UpstreamConnection | None = None
+        self._chunked_out = False
+        if self._body_done:
+            self._body.set_result(b"")
+        elif head.content_length is None or head.content_length > REPLAY_LIMIT:
+            self._body.set_result(None)  # too large to keep for a replay: stream it
+
+    # -- request body (from the codec) ---------------------------------------------------
+
+    def on_body(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        if self._stream_to is not None:
+            self._stream_to.send_body(encode_chunk(data) if self.head.chunked else data)
+        else:
+            self._chunks.append(data)
+
+    def on_body_end(self) -> None:
+        self._body_done = True
+        if self._stream_to is not None:
+            if self.head.chunked:
+                self._stream_to.send_body(last_chunk())
+        elif not self._body.done():
+            self._body.set_result(b"".join(self._chunks))
+            self._chunks = []
+
+    def body_ready(self) -> asyncio.Future[bytes | None]:
+        return self._body
+
+    def stream_body_to(self, conn: UpstreamConnection) -> None:
+        self._stream_to = conn
+        for chunk in self._chunks:
+            conn.send_body(encode_chunk(chunk) if self.head.chunked else chunk)
+        self._chunks = []
+        if self._body_done and self.head.chunked:
+            conn.send_body(last_chunk())
+
+    # -- response ------------------------------------------------------------------------
+
+    def respond(self, response: ResponseHead, conn: UpstreamConnection) -> None:
+        """Stream ``response`` (whose body ``conn`` delivers) to the client."""
+        if self.finished:
+            conn.discard()
+            return
+        self.status = response.status
+        plan = response_head_bytes(response, self.head, keep_alive=self.connection.keep_alive)
+        self._chunked_out = plan.chunked
+        self.connection.keep_alive = plan.keep_alive and self.connection.keep_alive
+        self._upstream = conn
+        self.connection.write(plan.head)
+        self.connection.current_upstream = conn
+        conn.forward_to(self)
+
+    def body(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        self.connection.write(encode_chunk(data) if self._chunked_out else data)
+
+    def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if self._chunked_out:
+            self.connection.write(last_chunk(trailers))
+        self._finish()
+
+    def abort(self, reason: str) -> None:
+        """The upstream failed mid-response: the client can only see a cut connection."""
+        self.flags.append("UPE")
+        self.connection.keep_alive = False
+        self._finish()
+
+    def reply(self, reply: LocalReply) -> None:
+        if self.finished:
+            return
+        self.status = reply.status
+        if reply.flag and reply.flag not in self.flags:
+            self.flags.append(reply.flag)
+        keep = self.connection.keep_alive and self._body_done and reply.status < 500
+        self.connection.keep_alive = keep
+        headers = (*reply.headers, (b"x-request-id", self.request_id))
+        data = local_response(
+            reply.status,
+            reply.reason,
+            headers=headers,
+            keep_alive=keep,
+            http10=self.head.http_version == "1.0",
+            head_only=self.head.method == b"HEAD",
+        )
+        self.bytes_sent += len(data)
+        self.connection.write(data)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.connection.exchange_finished(self)
+
+    @property
+    def duration_ms(self) -> float:
+        return (time.monotonic() - self._started_mono) * 1000
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        router: Router,
+        config: Callable[[], ProxyConfig | None],
+        stats: Stats,
+        access_log: AccessLogger,
+        listener: str,
+        on_close: Callable[[DownstreamConnection], None],
+    ) -> None:
+        self._router = router
+        self._config = config
+        self._stats = stats
+        self._access_log = access_log
+        self._listener = listener
+        self._labels = (("listener", listener),)
+        self._on_close = on_close
+        self._codec = Http1ServerCodec()
+        self.transport: asyncio.Transport | None = None
+        self.keep_alive = True
+        self.current: DownstreamExchange | None = None
+        self.current_upstream: UpstreamConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._paused_by_us = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._stats.inc("downstream_cx_total", self._labels)
+        self._stats.inc("downstream_cx_active", self._labels)
+
+    def data_received(self, data: bytes) -> None:
+        self._codec.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        self._codec.receive_data(b"")
+        self._pump()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._stats.inc("downstream_cx_active", self._labels, -1)
+        exchange = self.current
+        if exchange is not None and not exchange.finished:
+            exchange.flags.append("DC")
+            if self._task is not None:
+                self._task.cancel()
+            if self.current_upstream is not None:
+                self.current_upstream.discard()
+            exchange.finished = True
+            self._log(exchange)
+        self._on_close(self)
+
+    def pause_writing(self) -> None:
+        if self.current_upstream is not None:
+            self.current_upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.current_upstream is not None:
+            self.current_upstream.resume_reading()
+
+    # -- events --------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while not self._closed:
+            if self.current is not None and self.current.finished:
+                return
+            event = self._codec.next_event()
+            if event is None:
+                return
+            if isinstance(event, RequestHead):
+                self._start(event)
+            elif isinstance(event, Body):
+                if self.current is not None:
+                    self.current.on_body(event.data)
+            elif isinstance(event, EndBody):
+                if self.current is not None:
+                    self.current.on_body_end()
+                    if not self.current.finished:
+                        self._pause()  # pipelined requests wait until this one is answered
+                return
+            elif isinstance(event, ProtocolError):
+                self._protocol_error(event)
+                return
+            elif isinstance(event, ConnectionClosed):
+                if self.current is None and self.transport is not None:
+                    self.transport.close()
+                return
+
+    def _start(self, head: RequestHead) -> None:
+        config = self._config()
+        exchange = DownstreamExchange(self, head)
+        self.current = exchange
+        self.current_upstream = None
+        self.keep_alive = head.keep_alive
+        self._stats.inc("downstream_rq_total", self._labels)
+        if config is None:
+            exchange.reply(LocalReply(503, "no configuration received yet", "NC"))
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(config, exchange))
+
+    async def _run(self, config: ProxyConfig, exchange: DownstreamExchange) -> None:
+        try:
+            await self._router.handle(config, exchange)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request failed inside the proxy")
+            exchange.reply(LocalReply(500, "internal proxy error", "PE"))
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        self.keep_alive = False
+        exchange = self.current
+        if exchange is not None and not exchange.finished:
+            if exchange.status:  # a response is under way: just cut
+                self._close()
+                return
+            exchange.reply(LocalReply(error.status_hint, error.reason, "DPE"))
+            return
+        self._stats.inc("downstream_rq_rejected", (("reason", "protocol_error"),))
+        self.write(local_response(error.status_hint, error.reason, keep_alive=False))
+        self._close()
+
+    def exchange_finished(self, exchange: DownstreamExchange) -> None:
+        self._log(exchange)
+        self.current = None
+        self.current_upstream = None
+        self._task = None
+        if not self.keep_alive or self._codec.must_close:
+            self._close()
+            return
+        self._resume()
+        self._pump()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def _log(self, exchange: DownstreamExchange) -> None:
+        code_class = f"{exchange.status // 100}xx" if exchange.status else "0xx"
+        self._stats.inc("downstream_rq_xx", (*self._labels, ("code_class", code_class)))
+        self._access_log.record(AccessLogEntry.of(exchange, self._listener))
+
+    def _pause(self) -> None:
+        if self.transport is not None and not self._paused_by_us:
+            self._paused_by_us = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.transport is not None and self._paused_by_us and not self._closed:
+            self._paused_by_us = False
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        """Drain: close now when idle, else after the response in flight."""
+        self.keep_alive = False
+        if self.current is None:
+            self._close()

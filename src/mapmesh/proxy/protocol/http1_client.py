@@ -1,0 +1,177 @@
+"""The upstream side: responses arriving from an upstream (pooled) connection, as events.
+
+Usage, one request at a time per connection (no upstream pipelining)::
+
+    codec.start_request(b"GET")           # before or right after writing the request
+    codec.receive_data(data)              # b"" at EOF
+    while (event := codec.next_event()) is not None:
+        ...   # InformationalResponse*, ResponseHead, Body*, EndBody | ProtocolError
+    if codec.reusable: pool.put_back(connection)
+
+Framing follows RFC 9112 §6.3: no body for responses to HEAD, for 1xx, 204 and 304
+(whatever their Content-Length says); else chunked, else Content-Length, else the body
+runs until the upstream closes, and the connection is then not reusable. ``keep_alive``
+on the head also honours ``Connection: close`` and HTTP/1.0 rules.
+
+Every failure is the upstream's fault and carries status hint 502: anything llhttp rejects,
+a version other than 1.0/1.1, a 101 (the proxy never forwards ``Upgrade``), a transfer
+coding other than ``chunked``, bad chunk framing, EOF inside a response, bytes arriving
+when no request is outstanding. EOF before any byte of the response is reported with the
+reason :data:`CLOSED_BEFORE_RESPONSE`, so the router can tell a pooled connection that the
+upstream had just closed (the keep-alive race) from a broken response.
+"""
+
+from __future__ import annotations
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from mapmesh.proxy.protocol.events import (
+    ConnectionClosed,
+    Event,
+    InformationalResponse,
+    ProtocolError,
+    ResponseHead,
+)
+from mapmesh.proxy.protocol.headers import cut_lines, scan_head
+from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
+
+__all__ = ["CLOSED_BEFORE_RESPONSE", "Http1ClientCodec"]
+
+CLOSED_BEFORE_RESPONSE = "upstream closed the connection before responding"
+_VERSIONS = {b"HTTP/1.1 ": "1.1", b"HTTP/1.0 ": "1.0"}
+
+
+class Http1ClientCodec(FramingReader):
+    """Sans-I/O reader of HTTP/1.x responses from one upstream connection."""
+
+    __slots__ = ("_awaiting", "_callbacks", "_head_request", "_parser", "_responded")
+
+    _start_line = "status line"
+
+    def __init__(self, *, max_head_size: int = DEFAULT_MAX_HEAD_SIZE) -> None:
+        super().__init__(max_head_size)
+        self._callbacks = HeadCallbacks()
+        self._parser: HttpResponseParser | None = None
+        self._awaiting = False
+        self._head_request = False
+        self._responded = False
+
+    def start_request(self, method: bytes) -> None:
+        """Announce the request just sent on this connection (HEAD → bodiless response)."""
+        if self._awaiting or self.must_close:
+            raise RuntimeError("this upstream connection cannot take a request now")
+        self._awaiting = True
+        self._head_request = method == b"HEAD"
+        self._responded = False
+
+    @property
+    def reusable(self) -> bool:
+        """The last response was read to its end and the connection may carry another."""
+        return not (self.must_close or self._awaiting or self.buffered)
+
+    def receive_data(self, data: bytes) -> None:
+        if data and not self._awaiting:
+            self.must_close = True  # bytes nobody asked for: never reuse this connection
+        super().receive_data(data)
+
+    def _status(self, status: int) -> int:
+        return 502
+
+    def _read_head(self) -> Event | None:
+        if not self._awaiting:
+            if self.buffered:
+                return self._fail(502, "unsolicited bytes from upstream")
+            if self._eof:
+                self._stop()
+                return ConnectionClosed()
+            return None
+        found = self._find_head()
+        if found is None:
+            if not self._eof:
+                return None
+            if self.buffered or self._responded:
+                return self._fail(502, "upstream closed the connection mid-response")
+            return self._fail(502, CLOSED_BEFORE_RESPONSE)
+        if isinstance(found, ProtocolError):
+            return found
+        self._responded = True
+        return self._parse_head(found)
+
+    def _parse_head(self, head: bytes) -> Event:
+        callbacks = self._callbacks
+        callbacks.reset()
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = HttpResponseParser(callbacks)
+        try:
+            parser.feed_data(head)
+        except HttpParserUpgrade:
+            return self._fail(502, "upstream switched protocols unasked")
+        except HttpParserError as exc:
+            return self._fail(502, f"malformed response: {exc}")
+        if not callbacks.done:
+            return self._fail(502, "malformed response: incomplete head")
+        if not callbacks.message_done:
+            self._parser = None
+
+        http_version = _VERSIONS.get(head[:9])
+        if http_version is None:
+            return self._fail(502, "unsupported HTTP version from upstream")
+        status = parser.get_status_code()
+        line_end = head.find(b"\r\n")
+        block_end = len(head) - 2
+        raw_headers = head[line_end + 2 : block_end]
+        if status < 200:
+            if status == 101:
+                return self._fail(502, "upstream switched protocols unasked")
+            return InformationalResponse(
+                status, callbacks.status, callbacks.fields(head), raw_headers
+            )
+
+        scan = scan_head(head, line_end)
+        chunked = False
+        if scan.transfer_encoding:
+            if scan.transfer_encoding != [b"chunked"]:
+                return self._fail(502, "unsupported transfer coding from upstream")
+            if scan.content_length is not None:
+                return self._fail(502, "both Content-Length and Transfer-Encoding")
+            chunked = True
+        content_length = int(scan.content_length) if scan.content_length is not None else None
+        has_body = not (self._head_request or status == 204 or status == 304)
+        connection = scan.connection
+        keep_alive = b"close" not in connection and (
+            http_version == "1.1" or b"keep-alive" in connection
+        )
+        if has_body and not chunked and content_length is None:
+            keep_alive = False
+        if not keep_alive:
+            self.must_close = True
+        forward_headers = raw_headers
+        if scan.spans:
+            forward_headers = cut_lines(head, scan.spans, line_end + 2, block_end)
+
+        self._body_limit = None
+        if has_body:
+            self._start_body(content_length, chunked)
+        else:
+            self._start_body(0, False)
+        return ResponseHead(
+            status,
+            callbacks.status,
+            http_version,
+            callbacks.fields(head),
+            raw_headers,
+            forward_headers,
+            keep_alive,
+            content_length,
+            chunked,
+            has_body,
+        )
+
+    def _message_done(self) -> None:
+        self._awaiting = False
+        if self.must_close or self.buffered:  # bytes beyond the response: desynchronised
+            self.must_close = True
+            self._stop()
+        else:
+            self._step = self._read_head

@@ -1,0 +1,214 @@
+"""One keep-alive connection to an upstream endpoint, as an asyncio Protocol.
+
+The connection carries one exchange at a time. The router sends a request head (and body)
+and awaits :meth:`UpstreamConnection.response_head`; once it decides to forward the
+response it attaches a :class:`ResponseSink`, and from then on body bytes flow straight from
+``data_received`` into the sink (the downstream connection) without a task in between.
+When the response ends and the codec says the connection can carry another request, the
+connection goes back to its pool; otherwise it closes.
+
+``OSError`` and connection loss are translated here, once, into :class:`UpstreamFailure`
+with the reason the retry logic and the access log need (STYLE #7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from mapmesh.proxy.protocol.events import (
+    Body,
+    ConnectionClosed,
+    EndBody,
+    InformationalResponse,
+    ProtocolError,
+    ResponseHead,
+)
+from mapmesh.proxy.protocol.http1_client import Http1ClientCodec
+
+__all__ = ["ResponseSink", "UpstreamConnection", "UpstreamFailure", "connect"]
+
+
+class UpstreamFailure(Exception):
+    """An attempt failed before a usable response head: ``kind`` says how.
+
+    ``connect`` (refused, unreachable, timed out connecting), ``reset`` (closed or reset
+    before the response head), ``protocol`` (the upstream broke HTTP: 502).
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class ResponseSink(Protocol):
+    """Where a forwarded response body goes (the downstream exchange)."""
+
+    def body(self, data: bytes) -> None: ...
+
+    def end(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+
+ExchangeEnd = Callable[["UpstreamConnection", bool], None]
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """``on_exchange_end(conn, reusable)`` runs exactly once per exchange, however it ends;
+    ``on_close(conn)`` once when the connection is gone. The pool does its accounting there."""
+
+    def __init__(
+        self, on_exchange_end: ExchangeEnd, on_close: Callable[[UpstreamConnection], None]
+    ) -> None:
+        self._codec = Http1ClientCodec()
+        self._on_exchange_end = on_exchange_end
+        self._on_close = on_close
+        self.transport: asyncio.Transport | None = None
+        self._head: asyncio.Future[ResponseHead] | None = None
+        self._sink: ResponseSink | None = None
+        self._in_exchange = False
+        self.closed = False
+        self.requests = 0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._codec.receive_data(data)
+        self._drain_events()
+
+    def eof_received(self) -> bool:
+        self._codec.receive_data(b"")
+        self._drain_events()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        detail = str(exc) if exc else "upstream closed the connection"
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(UpstreamFailure("reset", detail))
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.abort("upstream connection lost mid-response")
+        self._end_exchange(False)
+        self._on_close(self)
+
+    # -- the exchange --------------------------------------------------------------------
+
+    def send(self, method: bytes, data: bytes) -> asyncio.Future[ResponseHead]:
+        """Start an exchange: write the request head (and any body bytes already known)."""
+        assert self.transport is not None and not self._in_exchange
+        self._codec.start_request(method)
+        self._in_exchange = True
+        self.requests += 1
+        self._head = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self._head
+
+    def send_body(self, data: bytes) -> None:
+        assert self.transport is not None
+        if data:
+            self.transport.write(data)
+
+    def forward_to(self, sink: ResponseSink) -> None:
+        """Stream the rest of the response (body, end) into ``sink``."""
+        self._sink = sink
+        self._drain_events()
+
+    def discard(self) -> None:
+        """Drop the exchange (its response is not forwarded); never reuse the connection."""
+        self._sink = None
+        self._head = None
+        self._end_exchange(False)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _drain_events(self) -> None:
+        codec = self._codec
+        while True:
+            if self._head is not None and self._head.done() and self._sink is None:
+                return  # the head is out; body events wait until a sink is attached
+            event = codec.next_event()
+            if event is None:
+                return
+            if isinstance(event, ResponseHead):
+                if self._head is not None and not self._head.done():
+                    self._head.set_result(event)
+                continue
+            if isinstance(event, Body):
+                if self._sink is not None:
+                    self._sink.body(event.data)
+            elif isinstance(event, EndBody):
+                self._finish(event)
+            elif isinstance(event, ProtocolError):
+                self._fail(UpstreamFailure("protocol", event.reason))
+                return
+            elif isinstance(event, ConnectionClosed):
+                self.close()
+                return
+            elif isinstance(event, InformationalResponse):
+                continue
+
+    def _finish(self, end: EndBody) -> None:
+        sink, self._sink, self._head = self._sink, None, None
+        reusable = self._codec.reusable and not self.closed
+        self._end_exchange(reusable)
+        if sink is not None:
+            sink.end(end.trailers)
+        if not reusable:
+            self.close()
+
+    def _fail(self, failure: UpstreamFailure) -> None:
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(failure)
+        elif self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.abort(failure.detail)
+        self._end_exchange(False)
+        self.close()
+
+    def _end_exchange(self, reusable: bool) -> None:
+        if self._in_exchange:
+            self._in_exchange = False
+            self._on_exchange_end(self, reusable)
+
+
+async def connect(
+    address: str,
+    port: int,
+    timeout: float,
+    on_exchange_end: ExchangeEnd,
+    on_close: Callable[[UpstreamConnection], None],
+) -> UpstreamConnection:
+    """Open a connection; failures become :class:`UpstreamFailure` ("connect")."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> UpstreamConnection:
+        return UpstreamConnection(on_exchange_end, on_close)
+
+    try:
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(factory, address, port), timeout
+        )
+    except TimeoutError:
+        raise UpstreamFailure("connect", f"connect timeout after {timeout:g}s") from None
+    except OSError as exc:
+        raise UpstreamFailure("connect", exc.strerror or str(exc)) from None
+    return protocol
