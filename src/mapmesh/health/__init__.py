@@ -5,7 +5,7 @@ and reports status transitions to a :class:`HealthRecorder` (the registry). The 
 state machine (:class:`HealthState`) and the probes are usable on their own.
 """
 
-from mapmesh.health.probes import ProbeOutcome, ProbeResult, ProbeTarget, probe
+from mapmesh.core.probes import ProbeOutcome, ProbeResult, ProbeTarget, probe
 from mapmesh.health.runner import (
     DEFAULT_CONCURRENCY,
     DEFAULT_INTERVAL,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from mapmesh.health.probes import ProbeResult, ProbeTarget, probe
+from mapmesh.core.probes import ProbeResult, ProbeTarget, probe
 from mapmesh.health.state import (
     DEFAULT_FAILURE_THRESHOLD,
     HealthState,

@@ -15,10 +15,12 @@ from collections.abc import Callable, Set
 from typing import Any
 
 from mapmesh.model import snapshot
+from mapmesh.proxy.health_checker import ActiveHealthChecker
 from mapmesh.proxy.lb import LoadBalancer, build
 from mapmesh.proxy.pool import EndpointKey, Pool
 from mapmesh.proxy.resilience.breaker import CircuitBreaker
 from mapmesh.proxy.resilience.budget import RetryBudget
+from mapmesh.proxy.resilience.health import HealthTracker, health_tracker
 from mapmesh.proxy.resilience.outlier import Ejection, OutlierMonitor, outlier_detector
 from mapmesh.proxy.resilience.retry import Outcome
 from mapmesh.proxy.stats import Stats
@@ -59,8 +61,15 @@ class ClusterRuntime:
         self.endpoints: dict[EndpointKey, snapshot.Endpoint] = {}
         self.lb: LoadBalancer[EndpointKey] = build(config.lb_policy, [], rng=rng)
         self.outlier: OutlierMonitor[EndpointKey] = outlier_detector(config.outlier_detection)
+        self.health: HealthTracker[EndpointKey] = health_tracker(config.health_check)
         self._next_expiry: float | None = None
         self.set_endpoints(config.endpoints)
+        self._checker: ActiveHealthChecker | None = None
+        if config.health_check is not None:
+            self._checker = ActiveHealthChecker(
+                self, config.health_check, stats, rng or random.Random()
+            )
+            self._checker.start()
 
     # -- membership ----------------------------------------------------------------------
 
@@ -77,6 +86,7 @@ class ClusterRuntime:
         keys = sorted(new)
         self.lb.set_endpoints(keys)
         self.outlier.set_endpoints(keys)
+        self.health.set_endpoints({k: e.health for k, e in new.items()})
         self._refresh_availability()
 
     def _refresh_availability(self) -> None:
@@ -85,7 +95,9 @@ class ClusterRuntime:
             usable = set(self.endpoints)  # all registry-unhealthy: fail open
         healthy = 0
         for key in self.endpoints:
-            available = key in usable and not self.outlier.is_ejected(key)
+            available = (
+                key in usable and self.health.is_healthy(key) and not self.outlier.is_ejected(key)
+            )
             self.lb.set_available(key, available)
             healthy += available
         self._stats.set("membership_total", len(self.endpoints), self._labels)
@@ -108,6 +120,11 @@ class ClusterRuntime:
             self._next_expiry = self.outlier.next_expiry()
             self._refresh_availability()
 
+    def observe_health(self, key: EndpointKey, ok: bool, reason: str) -> None:
+        """An active health check's result for ``key``."""
+        if key in self.endpoints and self.health.observe(key, ok, reason) is not None:
+            self._refresh_availability()
+
     def _return_ejected(self) -> None:
         returned = self.outlier.tick(self._clock())
         if returned:
@@ -128,6 +145,7 @@ class ClusterRuntime:
                     "port": key.port,
                     "registry_health": endpoint.health,
                     "ejected": self.outlier.is_ejected(key),
+                    "health_check": "healthy" if self.health.is_healthy(key) else "unhealthy",
                     "idle_connections": self.pool.idle_count(key),
                 }
                 for key, endpoint in sorted(self.endpoints.items())
@@ -143,4 +161,6 @@ class ClusterRuntime:
         }
 
     def close(self) -> None:
+        if self._checker is not None:
+            self._checker.stop_soon()
         self.pool.close()

@@ -35,6 +35,7 @@ from mapmesh.proxy.protocol.events import (
     RequestHead,
     ResponseHead,
 )
+from mapmesh.proxy.protocol.headers import get_field
 from mapmesh.proxy.protocol.http1 import (
     encode_chunk,
     last_chunk,
@@ -53,6 +54,11 @@ log = logging.getLogger("mapmesh.proxy")
 REPLAY_LIMIT = 64 * 1024
 
 
+def _new_trace() -> tuple[tuple[bytes, bytes], ...]:
+    trace_id, span_id = os.urandom(16).hex().encode(), os.urandom(8).hex().encode()
+    return ((b"traceparent", b"00-" + trace_id + b"-" + span_id + b"-01"),)
+
+
 class DownstreamExchange:
     """One request from downstream and its response (implements the router's Exchange)."""
 
@@ -60,6 +66,10 @@ class DownstreamExchange:
         self.connection = connection
         self.head = head
         self.request_id = head.request_id or os.urandom(16).hex().encode()
+        # W3C trace context: started here when the client sent none (propagated otherwise).
+        self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
+            () if get_field(head.headers, b"traceparent") is not None else _new_trace()
+        )
         self.flags: list[str] = []
         self.upstream: str | None = None
         self.route_name: str | None = None

@@ -62,6 +62,9 @@ class LocalReply:
 
 _OVERFLOW_REPLY = LocalReply(503, "upstream overloaded (circuit breaker open)", "UO", _OVERLOADED)
 _TIMEOUT_REPLY = LocalReply(504, "upstream request timeout", "UT")
+_REQUEST_TIMEOUT_REPLY = LocalReply(
+    408, "request timeout: the client did not send the whole request in time", "DT"
+)
 
 
 class Exchange(Protocol):
@@ -69,6 +72,7 @@ class Exchange(Protocol):
 
     head: RequestHead
     request_id: bytes
+    extra_headers: tuple[tuple[bytes, bytes], ...]
     flags: list[str]
     upstream: str | None
     route_name: str | None
@@ -187,7 +191,11 @@ class Router:
         labels = (("cluster", cluster.name),)
         request_ms = target.timeouts.request_ms if target.timeouts is not None else None
         deadline = self._clock() + request_ms / 1000 if request_ms else None
-        body = await exchange.body_ready()
+        try:
+            body = await asyncio.wait_for(exchange.body_ready(), self._left(deadline))
+        except TimeoutError:
+            exchange.reply(_REQUEST_TIMEOUT_REPLY)
+            return
         retry = config.retry_policy(target.route).start(
             request_deadline=deadline,
             replayable=body is not None or not exchange.head.has_body,
@@ -198,6 +206,7 @@ class Router:
             target=target.path.encode("latin-1") if target.path is not None else None,
             host=target.host.encode("latin-1") if target.host is not None else None,
             request_id=exchange.request_id,
+            extra=exchange.extra_headers,
         )
         tried: set[EndpointKey] = set()
         try:

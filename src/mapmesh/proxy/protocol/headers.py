@@ -44,16 +44,20 @@ HOP_BY_HOP = frozenset(
     )
 )
 _PROTECTED = frozenset((b"host", b"content-length", b"close"))
+# Framing fields spelled with "_": some servers (CGI, WSGI environ) read them as the real
+# thing. Never forwarded; a request carrying one is refused.
+_LOOKALIKES = frozenset((b"transfer_encoding", b"content_length"))
 
 # A field line starts right after a CRLF (llhttp has already rejected whitespace before the
 # colon, bare LF and obs-fold, so this cannot be fooled by a line that llhttp read otherwise).
 _SPECIAL = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection"
-    rb"|te|trailer|upgrade|expect|x-request-id):[ \t]*([^\r]*)",
+    rb"|te|trailer|upgrade|expect|x-request-id|transfer_encoding|content_length):[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
 _HOP_LINE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade):[^\r]*",
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|transfer_encoding|content_length):[^\r]*",
     re.IGNORECASE,
 )
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -67,10 +71,12 @@ class FieldScan:
     """What :func:`scan_head` found. Values are stripped; names of list fields lower-cased.
 
     ``spans`` are ``(start, end)`` offsets into the head of whole lines (CRLF included) to
-    leave out when forwarding; empty on the fast path.
+    leave out when forwarding; empty on the fast path. ``ambiguous``: a framing field was
+    spelled with an underscore (``Transfer_Encoding``), a request-smuggling probe.
     """
 
     __slots__ = (
+        "ambiguous",
         "connection",
         "content_length",
         "expect",
@@ -90,6 +96,7 @@ class FieldScan:
         self.request_id: bytes | None = None
         self.upgrade: bytes | None = None
         self.spans: list[tuple[int, int]] = []
+        self.ambiguous = False
 
 
 def scan_head(head: bytes, start: int) -> FieldScan:
@@ -124,6 +131,8 @@ def scan_head(head: bytes, start: int) -> FieldScan:
                 scan.transfer_encoding.append(value.lower())
             elif name == b"upgrade":
                 scan.upgrade = value
+            elif name in _LOOKALIKES:
+                scan.ambiguous = True
     if hop_by_hop:
         spans = scan.spans
         spans.extend((m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(head, start))

@@ -25,9 +25,11 @@ How bytes flow, and what is copied:
    so letting it run on would make it read into the next pipelined request (and it cannot
    be told a response answers HEAD). The body is framed here instead: a Content-Length
    body is sliced out of the buffer (no copy at all when a read holds exactly the rest of
-   the body); a chunked body goes through the strict decoder below; a close-delimited
-   response body is every byte until EOF. After a message with a body the llhttp parser is
-   dropped and the next head gets a new one (≈0.3 µs).
+   the body); a chunked body goes through the decoder below, which is as strict as llhttp
+   (chunk-ext grammar, no whitespace, exact CRLFs — the differential fuzz test holds it to
+   that, since two parsers that disagree on where a body ends are how requests get
+   smuggled); a close-delimited response body is every byte until EOF. After a message with
+   a body the llhttp parser is dropped and the next head gets a new one (≈0.3 µs).
 4. :func:`.headers.scan_head` finds the fields the codec acts on with one regex pass and
    records the byte ranges of hop-by-hop lines; ``forward_headers`` is ``raw_headers`` itself
    when there are none, else ``raw_headers`` with those ranges spliced out.

@@ -15,7 +15,8 @@ unlimited streaming); a caller that buffers calls :meth:`limit_body` right after
 What is refused, and the answer the router should send (then close):
 400 — anything llhttp rejects (request line, field syntax, bare LF, obs-fold, whitespace
 before a colon, bad or duplicate Content-Length, Content-Length with Transfer-Encoding),
-HTTP/0.9, several ``Host`` fields, an HTTP/1.1 request without ``Host``, Transfer-Encoding
+HTTP/0.9, several ``Host`` fields, ``Transfer_Encoding`` / ``Content_Length`` (servers
+behind us may read ``_`` as ``-``), an HTTP/1.1 request without ``Host``, Transfer-Encoding
 in an HTTP/1.0 request, invalid chunk framing or trailers, EOF inside a request;
 413 — body over the limit; 414 — request line over ``max_head_size``; 431 — head or
 trailer section over ``max_head_size``; 501 — a transfer coding other than ``chunked``;
@@ -99,6 +100,8 @@ class Http1ServerCodec(FramingReader):
         target = callbacks.url
         scan = scan_head(head, line_end)
 
+        if scan.ambiguous:
+            return self._fail(400, "framing field spelled with an underscore")
         hosts = scan.hosts
         if len(hosts) > 1:
             return self._fail(400, "multiple Host fields")

@@ -1,4 +1,4 @@
-"""One health probe: connect to an instance, optionally ask for a path, say what happened.
+"""Health probes (HTTP, HTTPS, TCP) shared by the control plane's checker and the proxy.
 
 Route 53's rules, which Cloud Map's ``HealthCheckConfig`` uses:
 
