@@ -20,7 +20,7 @@ from mapmesh.proxy.resilience.retry import RetryPolicy
 from mapmesh.proxy.route import CompiledGatewayRoutes, OutboundRoutes
 from mapmesh.proxy.stats import Stats
 
-__all__ = ["ClusterSet", "ProxyConfig", "build_config"]
+__all__ = ["PASSTHROUGH_TIMEOUTS", "ClusterSet", "ProxyConfig", "build_config"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class ProxyConfig:
 
 _NO_RETRIES = RetryPolicy.from_snapshot(None)
 
+# Egress passthrough uses the defaults a route would get (docs/defaults.md).
+PASSTHROUGH_POOL = snapshot.ConnectionPool(
+    max_connections=1024, max_pending_requests=1024, max_requests=1024
+)
+PASSTHROUGH_TIMEOUTS = snapshot.Timeouts(request_ms=15_000, idle_ms=300_000)
+
 
 class ClusterSet:
     """The cluster runtimes alive across configs, reconciled on every snapshot."""
@@ -49,6 +55,7 @@ class ClusterSet:
         self._clock = clock
         self._rng = rng
         self.runtimes: dict[str, ClusterRuntime] = {}
+        self._passthrough: dict[str, ClusterRuntime] = {}
 
     def reconcile(self, clusters: tuple[snapshot.Cluster, ...]) -> dict[str, ClusterRuntime]:
         current: dict[str, ClusterRuntime] = {}
@@ -67,13 +74,35 @@ class ClusterSet:
         self.runtimes = current
         return current
 
-    def add(self, runtime: ClusterRuntime) -> None:
-        self.runtimes[runtime.name] = runtime
+    def passthrough(self, host: str, port: int) -> ClusterRuntime:
+        """A cluster for a host outside the mesh (egress filter ALLOW_ALL), made on demand."""
+        name = f"passthrough|{host}:{port}"
+        runtime = self._passthrough.get(name)
+        if runtime is None:
+            cluster = snapshot.Cluster(
+                name=name,
+                virtual_node="",
+                port=port,
+                protocol="http",
+                lb_policy="round_robin",
+                connection_pool=PASSTHROUGH_POOL,
+                outlier_detection=None,
+                health_check=None,
+                discovery=snapshot.Discovery(
+                    kind="dns", hostname=host, ip_preference="IPv4_PREFERRED"
+                ),
+                endpoints=(snapshot.Endpoint(address=host, port=port, health="UNKNOWN"),),
+            )
+            runtime = self._passthrough[name] = ClusterRuntime(
+                cluster, self._stats, self._clock, self._rng
+            )
+        return runtime
 
     def close(self) -> None:
-        for runtime in self.runtimes.values():
+        for runtime in (*self.runtimes.values(), *self._passthrough.values()):
             runtime.close()
         self.runtimes = {}
+        self._passthrough = {}
 
 
 def build_config(snap: snapshot.Snapshot, version: int, clusters: ClusterSet) -> ProxyConfig:

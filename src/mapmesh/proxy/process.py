@@ -198,7 +198,13 @@ class ProxyProcess:
 
     async def _listen(self, kind: str, port: int) -> None:
         router = Router(
-            kind, port, self.stats, self._clock, self._rng, inbound=self._inbound_target
+            kind,
+            port,
+            self.stats,
+            self._clock,
+            self._rng,
+            inbound=self._inbound_target,
+            passthrough=self._clusters.passthrough,
         )
         loop = asyncio.get_running_loop()
 

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
-from mapmesh.proxy.config import ProxyConfig
+from mapmesh.proxy.config import PASSTHROUGH_TIMEOUTS, ProxyConfig
 from mapmesh.proxy.pool import EndpointKey
 from mapmesh.proxy.protocol.events import RequestHead, ResponseHead
 from mapmesh.proxy.protocol.headers import header_map
@@ -119,6 +119,7 @@ class Router:
         rng: random.Random,
         *,
         inbound: Callable[[], tuple[ClusterRuntime, snapshot.Timeouts] | None] | None = None,
+        passthrough: Callable[[str, int], ClusterRuntime] | None = None,
     ) -> None:
         if kind not in ("outbound", "inbound", "gateway"):
             raise ValueError(f"unknown listener kind {kind!r}")
@@ -128,6 +129,7 @@ class Router:
         self._clock = clock
         self._rng = rng
         self._inbound = inbound
+        self._passthrough = passthrough
 
     async def handle(self, config: ProxyConfig, exchange: Exchange) -> None:
         target = self._target(config, exchange)
@@ -170,6 +172,8 @@ class Router:
         else:
             hit = config.outbound.match(view)
         if isinstance(hit, NoRoute):
+            if hit.egress_allowed and self._passthrough is not None:
+                return _Target(self._passthrough(host, port), None, PASSTHROUGH_TIMEOUTS)
             return self._no_route(hit)
         exchange.route_name = hit.route.name
         weighted = hit.picker.choose(self._rng)
