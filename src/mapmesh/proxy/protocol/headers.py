@@ -47,6 +47,7 @@ _PROTECTED = frozenset((b"host", b"content-length", b"close"))
 # Framing fields spelled with "_": some servers (CGI, WSGI environ) read them as the real
 # thing. Never forwarded; a request carrying one is refused.
 _LOOKALIKES = frozenset((b"transfer_encoding", b"content_length"))
+_KNOWN_OPTIONS = HOP_BY_HOP | _PROTECTED
 
 # A field line starts right after a CRLF (llhttp has already rejected whitespace before the
 # colon, bare LF and obs-fold, so this cannot be fooled by a line that llhttp read otherwise).
@@ -55,6 +56,8 @@ _SPECIAL = re.compile(
     rb"|te|trailer|upgrade|expect|x-request-id|transfer_encoding|content_length):[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
+# A match runs from the CRLF before the line to the line's end: the line plus its own CRLF
+# is (start + 2, end + 2). Not consuming that CRLF lets adjacent lines both match.
 _HOP_LINE = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
     rb"|transfer_encoding|content_length):[^\r]*",
@@ -123,10 +126,12 @@ def scan_head(head: bytes, start: int) -> FieldScan:
         else:
             hop_by_hop = True
             if name == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip(_OWS)
-                    if token:
-                        scan.connection.add(token)
+                value = value.lower()
+                if b"," in value:
+                    scan.connection.update(token.strip(_OWS) for token in value.split(b","))
+                    scan.connection.discard(b"")
+                else:
+                    scan.connection.add(value)
             elif name == b"transfer-encoding":
                 scan.transfer_encoding.append(value.lower())
             elif name == b"upgrade":
@@ -134,12 +139,10 @@ def scan_head(head: bytes, start: int) -> FieldScan:
             elif name in _LOOKALIKES:
                 scan.ambiguous = True
     if hop_by_hop:
-        spans = scan.spans
-        spans.extend((m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(head, start))
-        listed = scan.connection - HOP_BY_HOP - _PROTECTED
-        if listed:
+        spans = scan.spans = [(m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(head, start)]
+        if not scan.connection <= _KNOWN_OPTIONS:
             lower = head.lower()
-            for token in listed:
+            for token in scan.connection - _KNOWN_OPTIONS:
                 pattern = re.compile(rb"\r\n" + re.escape(token) + rb":[^\r]*")
                 spans.extend((m.start() + 2, m.end() + 2) for m in pattern.finditer(lower, start))
             spans.sort()

@@ -170,8 +170,9 @@ class Http1ClientCodec(FramingReader):
 
     def _message_done(self) -> None:
         self._awaiting = False
-        if self.must_close or self.buffered:  # bytes beyond the response: desynchronised
-            self.must_close = True
+        if self.must_close:
             self._stop()
-        else:
-            self._step = self._read_head
+            return
+        if self.buffered:  # bytes beyond the response: reported by the next pull, as when
+            self.must_close = True  # they arrive in a later read
+        self._step = self._read_head

@@ -33,10 +33,10 @@ from __future__ import annotations
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from mapmesh.proxy.protocol.events import ConnectionClosed, Event, ProtocolError, RequestHead
-from mapmesh.proxy.protocol.headers import cut_lines, replace_field, scan_head
+from mapmesh.proxy.protocol.headers import FieldScan, cut_lines, replace_field, scan_head
 from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
 
-__all__ = ["Http1ServerCodec"]
+__all__ = ["Http1ServerCodec", "split_absolute_form"]
 
 
 class Http1ServerCodec(FramingReader):
@@ -106,39 +106,25 @@ class Http1ServerCodec(FramingReader):
         if len(hosts) > 1:
             return self._fail(400, "multiple Host fields")
         host = hosts[0] if hosts else None
-        chunked = False
-        if scan.transfer_encoding:
-            if not http11:
-                return self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if scan.transfer_encoding != [b"chunked"]:
-                return self._fail(501, "unsupported transfer coding")
-            if scan.content_length is not None:
-                return self._fail(400, "both Content-Length and Transfer-Encoding")
-            chunked = True
+        framing = _body_framing(scan, http11)
+        if isinstance(framing, tuple):
+            return self._fail(*framing)
+        chunked = framing
         content_length = int(scan.content_length) if scan.content_length is not None else None
 
         path = target
         authority = host
         rewrite_host = False
-        if target[:1] != b"/":
-            if method == b"CONNECT":
-                authority = target
-                self._close_after = True
-            elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-                rest = target[target.index(b"//") + 2 :]
-                cut = len(rest)
-                for mark in (b"/", b"?", b"#"):
-                    found_at = rest.find(mark)
-                    if 0 <= found_at < cut:
-                        cut = found_at
-                authority = rest[:cut].rpartition(b"@")[2]
-                if not authority:
-                    return self._fail(400, "malformed request target")
-                path = rest[cut:]
-                if path[:1] != b"/":
-                    path = b"/" + path
-                rewrite_host = host is None or host.lower() != authority.lower()
-        if host is None and http11 and not rewrite_host and method != b"CONNECT":
+        if method == b"CONNECT":
+            authority = target
+            self._close_after = True
+        elif target[:1] != b"/" and target != b"*":  # neither origin- nor asterisk-form
+            absolute = split_absolute_form(target)
+            if absolute is None:
+                return self._fail(400, "malformed request target")
+            path, authority = absolute
+            rewrite_host = host is None or host.lower() != authority.lower()
+        elif host is None and http11:
             return self._fail(400, "missing Host field")
 
         connection = scan.connection
@@ -176,3 +162,35 @@ class Http1ServerCodec(FramingReader):
             self._stop()
         else:
             self._step = self._read_head
+
+
+def _body_framing(scan: FieldScan, http11: bool) -> bool | tuple[int, str]:
+    """Whether the body is chunked, or the (status, reason) to refuse the request with.
+    (llhttp has already refused CL+TE and bad or repeated Content-Length.)"""
+    if not scan.transfer_encoding:
+        return False
+    if not http11:
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    if scan.transfer_encoding != [b"chunked"]:
+        return 501, "unsupported transfer coding"
+    if scan.content_length is not None:
+        return 400, "both Content-Length and Transfer-Encoding"
+    return True
+
+
+def split_absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """``(path, authority)`` of an absolute-form target (``http://host:port/p?q`` →
+    ``(b"/p?q", b"host:port")``), userinfo dropped; None when it is not one."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    cut = len(rest)
+    for mark in (b"/", b"?", b"#"):
+        found = rest.find(mark)
+        if 0 <= found < cut:
+            cut = found
+    authority = rest[:cut].rpartition(b"@")[2]
+    if not authority:
+        return None
+    path = rest[cut:]
+    return (path if path[:1] == b"/" else b"/" + path), authority
