@@ -25,7 +25,9 @@ from mapmesh.proxy.resilience.outlier import Ejection, OutlierMonitor, outlier_d
 from mapmesh.proxy.resilience.retry import Outcome
 from mapmesh.proxy.stats import Stats
 
-__all__ = ["ClusterRuntime", "policy_key"]
+__all__ = ["RETRY_FLOOR", "ClusterRuntime", "policy_key"]
+
+RETRY_FLOOR = 16
 
 
 def policy_key(cluster: snapshot.Cluster) -> tuple[Any, ...]:
@@ -57,7 +59,9 @@ class ClusterRuntime:
         self._clock = clock
         self.breaker = CircuitBreaker.from_snapshot(config.connection_pool)
         self.pool = Pool(config.name, self.breaker, stats, connect_timeout=connect_timeout)
-        self.budget = RetryBudget(self.breaker)
+        # Envoy's budget shape (20% of active requests) with a floor high enough that a few
+        # concurrent clients of a failing endpoint are all retried; App Mesh set no budget.
+        self.budget = RetryBudget(self.breaker, min_retry_concurrency=RETRY_FLOOR)
         self.endpoints: dict[EndpointKey, snapshot.Endpoint] = {}
         self.lb: LoadBalancer[EndpointKey] = build(config.lb_policy, [], rng=rng)
         self.outlier: OutlierMonitor[EndpointKey] = outlier_detector(config.outlier_detection)

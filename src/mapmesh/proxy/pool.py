@@ -74,7 +74,12 @@ class Pool:
             return admission
         if admission.action is Action.ASSIGN:
             assert idle
-            return idle.pop()
+            while idle:
+                conn = idle.pop()
+                if conn.usable:
+                    return conn
+                conn.close()  # closed by the upstream while idle; its slot frees on loss
+            return await self._replace_stale(key)
         if admission.action is Action.CONNECT:
             try:
                 return await self._open(key)
@@ -82,6 +87,18 @@ class Pool:
                 self.breaker.release_request()
                 raise
         return await self._wait_in_queue()
+
+    async def _replace_stale(self, key: EndpointKey) -> UpstreamConnection:
+        """The idle connections the request was admitted onto were dead: open a fresh one."""
+        if not self.breaker.may_open_connection():
+            self.breaker.release_request()
+            raise UpstreamFailure("reset", "the upstream closed the pooled connections")
+        self.breaker.on_connection_opening()
+        try:
+            return await self._open(key)
+        except BaseException:
+            self.breaker.release_request()
+            raise
 
     async def _open(self, key: EndpointKey) -> UpstreamConnection:
         """Open a connection whose breaker slot is already reserved."""

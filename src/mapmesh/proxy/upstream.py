@@ -100,9 +100,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the exchange --------------------------------------------------------------------
 
+    @property
+    def usable(self) -> bool:
+        """Idle and able to carry a request (the upstream may have closed it meanwhile)."""
+        return not self.closed and not self._in_exchange and self._codec.reusable
+
     def send(self, method: bytes, data: bytes) -> asyncio.Future[ResponseHead]:
         """Start an exchange: write the request head (and any body bytes already known)."""
-        assert self.transport is not None and not self._in_exchange
+        assert self.transport is not None
+        if not self.usable:
+            raise UpstreamFailure("reset", "the upstream closed the pooled connection")
         self._codec.start_request(method)
         self._in_exchange = True
         self.requests += 1
