@@ -21,13 +21,16 @@ this process, pinned to ``--client-cpu``, is the writer *and* all N proxies):
    (``acked``: the server records the ack before it answers, so it is visible in
    ``/v1/proxies`` from then; checked once after each write, outside the timed window);
 4. per write and N: per-proxy latency p50/p99/max over all rounds (N x rounds samples), the
-   time until the *last* proxy had it (p50/p99/max over rounds), the server's CPU seconds
-   (utime+stime from ``/proc/<pid>/stat``) between the write and the last ack, as a share of
-   one core, and its RSS (``VmRSS``/``VmHWM`` from ``/proc/<pid>/status``).
+   time until the *last* proxy had it (p50/p99/max over rounds; nearest rank, so with 10
+   rounds p99 is the max), the server's CPU seconds (utime+stime from ``/proc/<pid>/stat``)
+   between the write and the last ack, as a share of one core, and its RSS
+   (``VmRSS``/``VmHWM`` from ``/proc/<pid>/status``) idle, with N streams, and at the end.
 
 The proxies are asyncio Protocols on uvloop parsing chunked NDJSON with ``bytes.find`` (no
 JSON decoding on the arrival path); each acknowledges every snapshot on a new connection, as
-``mapmesh.proxy.config_watch`` does. Every wait has a deadline and the whole run is bounded
+``mapmesh.proxy.config_watch`` does. This process's own garbage collector is frozen and
+paused inside measured windows (it collects between writes), so its pauses are not
+counted as the server's. Every wait has a deadline and the whole run is bounded
 by ``--time-limit``; the server is stopped on exit, error, Ctrl-C and SIGTERM.
 
 Run from the repository root: ``.venv/bin/python -m bench.convergence --help``.
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -291,11 +295,10 @@ class StreamProxy(asyncio.Protocol):
         self._lines = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport = cast(
-            asyncio.Transport, transport
-        )  # uvloop's is not a subclass
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
         query = f"mesh={MESH}&virtualNode={self.node}&instance={self.instance}&version=0"
-        transport.write(
+        self._transport.write(
             f"GET /v1/stream?{query} HTTP/1.1\r\nHost: {HOST}\r\n"
             "Accept: application/x-ndjson\r\n\r\n".encode()
         )
@@ -466,6 +469,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def run_seconds(pid: int) -> float:
+    """Time every thread of ``pid`` has run, from the scheduler (ns; ``stat`` has 10 ms ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError, ValueError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """``VmRSS`` and ``VmHWM`` (peak RSS) of ``pid`` in MiB."""
     found: dict[str, float] = {}
@@ -494,7 +506,8 @@ class WriteResult:
     acked_ms: list[float]
     missing: int  # proxies that did not get it before the timeout
     window_s: float  # write sent → last ack (or last arrival without acks)
-    server_cpu_s: float
+    server_cpu_s: float  # utime+stime, /proc/<pid>/stat
+    server_run_s: float  # the same from schedstat, ns resolution
     client_cpu_s: float
     server_core_other_s: float  # anything else that ran on the server's core (noise)
     lines_per_proxy: float  # snapshot lines each proxy got in the window (1.0 = no extras)
@@ -528,12 +541,14 @@ async def measure(
     before = (await proxies_status(fleet.port))["statistics"]
     armed = fleet.arm(write.marker)  # t0: just before the request leaves
     cpu0, self0, core0 = cpu_seconds(server_pid), self_cpu_seconds(), core_busy_seconds(server_cpu)
+    run0 = run_seconds(server_pid)
     api_status, _ = await http_call(fleet.port, write.method, write.path, write.body, write.headers)
     api_ms = (time.monotonic() - armed.t0) * 1000
     with contextlib.suppress(TimeoutError):  # counted as missing proxies
         await asyncio.wait_for(armed.done.wait(), timeout)
     window = time.monotonic() - armed.t0
     cpu1, self1, core1 = cpu_seconds(server_pid), self_cpu_seconds(), core_busy_seconds(server_cpu)
+    run1 = run_seconds(server_pid)
     fleet.armed = None
     await fleet.until(lambda: not fleet.acks_in_flight, 15.0, "acks in flight")
     status = await proxies_status(fleet.port)
@@ -549,6 +564,7 @@ async def measure(
         missing=len(fleet.proxies) - len(received),
         window_s=window,
         server_cpu_s=cpu1 - cpu0,
+        server_run_s=run1 - run0,
         client_cpu_s=self1 - self0,
         server_core_other_s=max(0.0, core1 - core0 - (cpu1 - cpu0)),
         lines_per_proxy=armed.lines / len(fleet.proxies),
@@ -577,6 +593,9 @@ async def run_fleet(
     memory: dict[str, dict[str, float]] = {"idle": memory_mb(server_pid)}
     try:
         connect_s = await fleet.connect(timeout=max(60.0, n / 10))
+        gc.collect()
+        gc.freeze()  # boto3 and the fleet: keep them out of this process's collections
+        gc.disable()
         memory["connected"] = memory_mb(server_pid)
         snapshot_bytes = await _snapshot_size(port)
         results: list[WriteResult] = []
@@ -588,6 +607,7 @@ async def run_fleet(
                         settings.wait_quiet,
                     )  # fmt: skip
                 await asyncio.sleep(settings.gap)
+                gc.collect()  # this process collects between writes, never inside a window
                 result = await measure(
                     fleet, server_pid, settings.server_cpu, write, round_, settings.timeout
                 )
@@ -595,6 +615,8 @@ async def run_fleet(
                 print(_progress(n, result), flush=True)
         memory["after"] = memory_mb(server_pid)
     finally:
+        gc.enable()
+        gc.unfreeze()
         fleet.close()
     return {
         "n": n,
@@ -653,7 +675,9 @@ def summarize(results: Sequence[WriteResult], n: int) -> dict[str, Any]:
         "acked_ms": _spread([t for r in results for t in r.acked_ms]),
         "last_acked_ms": _spread([max(r.acked_ms) for r in complete if len(r.acked_ms) == n]),
         "server_cpu_s_per_write": server_cpu / max(1, len(results)),
-        "server_core_share": server_cpu / window if window else 0.0,
+        "server_run_s_per_write": sum(r.server_run_s for r in results) / max(1, len(results)),
+        "server_core_share": (sum(r.server_run_s for r in results) / window if window else 0.0),
+        "server_core_share_stat": server_cpu / window if window else 0.0,
         "client_core_share": sum(r.client_cpu_s for r in results) / window if window else 0.0,
         "server_core_other_share": (
             sum(r.server_core_other_s for r in results) / window if window else 0.0
@@ -680,7 +704,7 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
     header = (
         f"{'N':>5} {'write':<8} {'recv p50':>8} {'p99':>7} {'max':>7} {'last p50':>8} "
         f"{'p99':>7} {'max':>7} {'ack p50':>7} {'last ack':>8} {'api p50':>7} "
-        f"{'cpu s/w':>7} {'srv cpu':>7} {'RSS MB':>6}"
+        f"{'cpu s/w':>7} {'run s/w':>7} {'srv cpu':>7} {'RSS MB':>6}"
     )
     lines = [header, "-" * len(header)]
     for run in runs:
@@ -692,10 +716,14 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
                 f"{s['last_received_ms']['p50']:8.1f} {s['last_received_ms']['p99']:7.1f} "
                 f"{s['last_received_ms']['max']:7.1f} {s['acked_ms']['p50']:7.1f} "
                 f"{s['last_acked_ms']['p50']:8.1f} {s['api_ms']['p50']:7.1f} "
-                f"{s['server_cpu_s_per_write']:7.3f} {s['server_core_share']:6.0%} {rss:6.0f}"
+                f"{s['server_cpu_s_per_write']:7.3f} {s['server_run_s_per_write']:7.3f} "
+                f"{s['server_core_share']:6.0%} {rss:6.0f}"
             )
-    lines.append("(ms after the write was sent; 'last' = the last of the N proxies, per write; "
-                 "'srv cpu' = server CPU / window, one core = 100%)")  # fmt: skip
+    lines.append(
+        "(ms after the write was sent; 'last' = the last of the N proxies, per write; 'cpu s/w' ="
+        " server utime+stime per write (10 ms ticks), 'run s/w' = the same from schedstat (ns);"
+        " 'srv cpu' = run s/w over the window, one core = 100%; RSS at the end)"
+    )
     return "\n".join(lines)
 
 

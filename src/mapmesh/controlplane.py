@@ -10,6 +10,7 @@ waits behind API or health work on the main loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -92,6 +93,10 @@ class ControlPlane:
         self.dns = DnsServer(table, config.dns_host or config.host, config.dns_port)
         self.dns.start()
         await self._start_http()
+        # Everything loaded so far lives as long as the process: keep it out of every later
+        # garbage collection (full collections otherwise rescan it, ~100 ms with big meshes).
+        gc.collect()
+        gc.freeze()
         log.info(
             "control plane started",
             extra={
