@@ -57,6 +57,7 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     fail_first: int = 0  # answer 503 to this many requests first
+    stall_body: float = 0.0  # send the head and half the body, then stall this long
     served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,8 +106,18 @@ class Upstream:
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
                 status = 503 if failing else behaviour.status
-                body = json.dumps({"from": name, "path": self.path,
-                                   "host": self.headers.get("host")}).encode()  # fmt: skip
+                echoed = ("host", "traceparent", "x-request-id")
+                answer = {"from": name, "path": self.path}
+                answer.update({h: self.headers.get(h) for h in echoed})
+                body = json.dumps(answer).encode()
+                if behaviour.stall_body:
+                    head = (f"HTTP/1.1 {status} OK\r\nContent-Length: {len(body)}\r\n\r\n"
+                            .encode())  # fmt: skip
+                    self.wfile.write(head + body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(behaviour.stall_body)
+                    self.close_connection = True
+                    return
                 self.wfile.write(
                     f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

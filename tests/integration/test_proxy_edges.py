@@ -6,10 +6,12 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from mapmesh.model.snapshot import Cluster, ConnectionPool, Discovery, Endpoint, HealthCheck
 from mapmesh.proxy.cluster import ClusterRuntime
@@ -131,3 +133,28 @@ def test_gateway_routes_and_rewrites(
             gateway.terminate()
             gateway.wait(timeout=15)
             log.close()
+
+
+def test_idle_upstream_is_cut_and_trace_headers_are_propagated(
+    server: ServerProcess, sd: Any, unique: str, tmp_path: Path
+) -> None:
+    """The proxy starts a W3C trace and an x-request-id when the client sends none, and
+    keeps the client's; a response that stalls past the route's idle timeout is cut (UT)."""
+    with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0)) as mesh:
+        with mesh.client() as client:
+            seen = client.get(f"http://{mesh.service}/").json()
+            assert seen["traceparent"].startswith("00-") and len(seen["traceparent"]) == 55
+            assert seen["x-request-id"]
+            mine = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            echoed = client.get(
+                f"http://{mesh.service}/", headers={"traceparent": mine, "x-request-id": "r-1"}
+            ).json()
+            assert (echoed["traceparent"], echoed["x-request-id"]) == (mine, "r-1")
+
+        mesh.set_route(route(100, 0, timeout={"idle": {"value": 1, "unit": "s"}}))
+        time.sleep(0.5)
+        mesh.v1.behaviour.stall_body = 4.0
+        started = time.monotonic()
+        with mesh.client(timeout=10) as client, pytest.raises(httpx.HTTPError):
+            client.get(f"http://{mesh.service}/stall").read()
+        assert time.monotonic() - started < 3.5  # cut by the 1 s idle timeout (1 s sweep)

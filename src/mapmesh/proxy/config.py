@@ -98,6 +98,10 @@ class ClusterSet:
             )
         return runtime
 
+    def sweep(self, now: float) -> None:
+        for runtime in (*self.runtimes.values(), *self._passthrough.values()):
+            runtime.pool.sweep(now)
+
     def close(self) -> None:
         for runtime in (*self.runtimes.values(), *self._passthrough.values()):
             runtime.close()

@@ -144,9 +144,9 @@ class DownstreamExchange:
             self.connection.write(last_chunk(trailers))
         self._finish()
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, flag: str) -> None:
         """The upstream failed mid-response: the client can only see a cut connection."""
-        self.flags.append("UPE")
+        self.flags.append(flag)
         self.connection.keep_alive = False
         self._finish()
 

@@ -28,7 +28,9 @@ from mapmesh.proxy.resilience.breaker import Action, CircuitBreaker, Overflow
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.upstream import UpstreamConnection, UpstreamFailure, connect
 
-__all__ = ["EndpointKey", "Pool"]
+__all__ = ["KEEPALIVE_IDLE", "EndpointKey", "Pool"]
+
+KEEPALIVE_IDLE = 300.0  # seconds an unused keep-alive connection stays open (App Mesh: 300 s)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -207,6 +209,11 @@ class Pool:
         asyncio.get_running_loop().create_task(open_for_waiter())
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """Apply idle timeouts to every connection of the pool."""
+        for conn in list(self._endpoint_of):
+            conn.expire(now, KEEPALIVE_IDLE)
 
     def remove_endpoint(self, key: EndpointKey) -> None:
         """The endpoint left the cluster: close its idle connections."""

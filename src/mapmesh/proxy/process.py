@@ -189,6 +189,7 @@ class ProxyProcess:
                 follow_snapshots(options.control_plane, identity, self.apply, version=version)
             )
         )
+        self._tasks.append(asyncio.create_task(self._sweep_idle()))
         if options.kind == "virtualNode" and options.app_port is not None and options.register:
             self._tasks.append(asyncio.create_task(self._register_when_healthy()))
         log.info(
@@ -219,6 +220,15 @@ class ProxyProcess:
         server = await loop.create_server(factory, self.options.host, port, backlog=1024)
         self._servers.append(server)
         self.ports[kind] = int(server.sockets[0].getsockname()[1])
+
+    async def _sweep_idle(self) -> None:
+        """Idle timeouts by one periodic sweep instead of a timer per request."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = self._clock()
+            self._clusters.sweep(now)
+            if self._inbound is not None:
+                self._inbound.pool.sweep(now)
 
     async def _register_when_healthy(self) -> None:
         """Wait for the app to accept connections and a snapshot to say where to register."""

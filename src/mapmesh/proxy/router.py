@@ -240,6 +240,8 @@ class Router:
                         reply = _TIMEOUT_REPLY
                 assert isinstance(decision, Done | NoRetry)
                 if isinstance(result, _Answered):
+                    idle_ms = target.timeouts.idle_ms if target.timeouts is not None else 0
+                    result.conn.idle_timeout = idle_ms / 1000 if idle_ms else None
                     exchange.respond(result.response, result.conn)
                 elif reply is not None:
                     exchange.reply(reply)

@@ -14,6 +14,7 @@ with the reason the retry logic and the access log need (STYLE #7).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -50,7 +51,7 @@ class ResponseSink(Protocol):
 
     def end(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
 
-    def abort(self, reason: str) -> None: ...
+    def abort(self, reason: str, flag: str) -> None: ...
 
 
 ExchangeEnd = Callable[["UpstreamConnection", bool], None]
@@ -72,6 +73,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._in_exchange = False
         self.closed = False
         self.requests = 0
+        self.last_activity = time.monotonic()
+        self.idle_timeout: float | None = None  # while a response streams: the route's idle
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -79,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
         self._codec.receive_data(data)
         self._drain_events()
 
@@ -94,7 +98,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._head.set_exception(UpstreamFailure("reset", detail))
         if self._sink is not None:
             sink, self._sink = self._sink, None
-            sink.abort("upstream connection lost mid-response")
+            sink.abort("upstream connection lost mid-response", "UPE")
         self._end_exchange(False)
         self._on_close(self)
 
@@ -112,6 +116,8 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamFailure("reset", "the upstream closed the pooled connection")
         self._codec.start_request(method)
         self._in_exchange = True
+        self.idle_timeout = None
+        self.last_activity = time.monotonic()
         self.requests += 1
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(data)
@@ -187,9 +193,20 @@ class UpstreamConnection(asyncio.Protocol):
             self._head.set_exception(failure)
         elif self._sink is not None:
             sink, self._sink = self._sink, None
-            sink.abort(failure.detail)
+            sink.abort(failure.detail, "UT" if failure.kind == "timeout" else "UPE")
         self._end_exchange(False)
         self.close()
+
+    def expire(self, now: float, keepalive_idle: float) -> None:
+        """Enforce idle timeouts (called by the pool's periodic sweep, not a timer each):
+        a response silent for longer than its route's idle timeout is cut; a keep-alive
+        connection unused for ``keepalive_idle`` seconds is closed."""
+        silent = now - self.last_activity
+        if self._in_exchange:
+            if self.idle_timeout is not None and silent > self.idle_timeout:
+                self._fail(UpstreamFailure("timeout", "upstream idle timeout"))
+        elif silent > keepalive_idle:
+            self.close()
 
     def _end_exchange(self, reusable: bool) -> None:
         if self._in_exchange:
