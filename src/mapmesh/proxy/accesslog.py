@@ -83,6 +83,11 @@ class AccessLogger:
         elif path:
             self._stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
+    @property
+    def enabled(self) -> bool:
+        """False when no log is kept: then entries are not even built."""
+        return self._stream is not None
+
     def record(self, entry: AccessLogEntry) -> None:
         if self._stream is not None:
             self._stream.write(json.dumps(asdict(entry), separators=(",", ":")) + "\n")

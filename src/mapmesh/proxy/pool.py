@@ -65,6 +65,20 @@ class Pool:
 
     # -- acquiring -----------------------------------------------------------------------
 
+    def acquire_idle(self, key: EndpointKey) -> UpstreamConnection | Overflow | None:
+        """The common case without a coroutine: an idle connection to ``key`` (or the
+        breaker's refusal); None when the request must wait or connect (:meth:`acquire`)."""
+        idle = self._idle.get(key)
+        while idle and not idle[-1].usable:
+            idle.pop().close()  # closed by the upstream while idle
+        if not idle:
+            return None
+        admission = self.breaker.try_acquire_request(idle_connection=True)
+        if isinstance(admission, Overflow):
+            self._stats.inc("upstream_cx_overflow", self._labels)
+            return admission
+        return idle.pop()
+
     async def acquire(self, key: EndpointKey) -> UpstreamConnection | Overflow:
         """A connection to ``key`` (or, when queued, to whichever endpoint frees first)."""
         idle = self._idle.get(key)

@@ -195,8 +195,13 @@ class Router:
         labels = (("cluster", cluster.name),)
         request_ms = target.timeouts.request_ms if target.timeouts is not None else None
         deadline = self._clock() + request_ms / 1000 if request_ms else None
+        ready = exchange.body_ready()
         try:
-            body = await asyncio.wait_for(exchange.body_ready(), self._left(deadline))
+            body = (
+                ready.result()
+                if ready.done()
+                else await asyncio.wait_for(ready, self._left(deadline))
+            )
         except TimeoutError:
             exchange.reply(_REQUEST_TIMEOUT_REPLY)
             return
@@ -270,7 +275,9 @@ class Router:
         labels = (("cluster", cluster.name),)
         deadline = retry.attempt_deadline(self._clock())
         try:
-            acquired = await asyncio.wait_for(cluster.pool.acquire(key), self._left(deadline))
+            acquired = cluster.pool.acquire_idle(key)
+            if acquired is None:
+                acquired = await asyncio.wait_for(cluster.pool.acquire(key), self._left(deadline))
         except TimeoutError:
             return _Failed(Failure.PER_TRY_TIMEOUT, _TIMEOUT_REPLY)
         except UpstreamFailure as failure:
