@@ -58,7 +58,13 @@ class ClusterRuntime:
         self._labels = (("cluster", config.name),)
         self._clock = clock
         self.breaker = CircuitBreaker.from_snapshot(config.connection_pool)
-        self.pool = Pool(config.name, self.breaker, stats, connect_timeout=connect_timeout)
+        self.pool = Pool(
+            config.name,
+            self.breaker,
+            stats,
+            connect_timeout=connect_timeout,
+            max_idle_per_endpoint=config.connection_pool.max_connections,
+        )
         # Envoy's budget shape (20% of active requests) with a floor high enough that a few
         # concurrent clients of a failing endpoint are all retried; App Mesh set no budget.
         self.budget = RetryBudget(self.breaker, min_retry_concurrency=RETRY_FLOOR)

@@ -188,7 +188,8 @@ class Pool:
             return
         self.breaker.on_connection_closed()
         self._stats.inc("upstream_cx_active", self._labels, -1)
-        self._stats.inc("upstream_cx_destroy_remote", self._labels)
+        if not conn.closed_locally:
+            self._stats.inc("upstream_cx_destroy_remote", self._labels)
         idle = self._idle.get(key)
         if idle is not None and conn in idle:
             idle.remove(conn)

@@ -72,6 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink: ResponseSink | None = None
         self._in_exchange = False
         self.closed = False
+        self.closed_locally = False
         self.requests = 0
         self.last_activity = time.monotonic()
         self.idle_timeout: float | None = None  # while a response streams: the route's idle
@@ -141,6 +142,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        if not self.closed:
+            self.closed_locally = True
         self.closed = True
         if self.transport is not None:
             self.transport.close()
