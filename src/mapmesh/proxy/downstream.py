@@ -89,6 +89,7 @@ class DownstreamExchange:
         self._stream_to: UpstreamConnection | None = None
         self._upstream: UpstreamConnection | None = None
         self._chunked_out = False
+        self._pending_head = b""
         if self._body_done:
             self._body.set_result(b"")
         elif head.content_length is None or head.content_length > REPLAY_LIMIT:
@@ -135,17 +136,24 @@ class DownstreamExchange:
         self._chunked_out = plan.chunked
         self.connection.keep_alive = plan.keep_alive and self.connection.keep_alive
         self._upstream = conn
-        self.connection.write(plan.head)
         self.connection.current_upstream = conn
+        # The head waits for the body bytes already received, so a small response leaves in
+        # one write (one syscall); whatever is not here yet streams after it.
+        self._pending_head = plan.head
         conn.forward_to(self)
+        self._flush_head()
+
+    def _flush_head(self, then: bytes = b"") -> None:
+        head, self._pending_head = self._pending_head, b""
+        if head or then:
+            self.connection.write(head + then if then else head)
 
     def body(self, data: bytes) -> None:
         self.bytes_sent += len(data)
-        self.connection.write(encode_chunk(data) if self._chunked_out else data)
+        self._flush_head(encode_chunk(data) if self._chunked_out else data)
 
     def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        if self._chunked_out:
-            self.connection.write(last_chunk(trailers))
+        self._flush_head(last_chunk(trailers) if self._chunked_out else b"")
         self._finish()
 
     def abort(self, reason: str, flag: str) -> None:
