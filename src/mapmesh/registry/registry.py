@@ -264,7 +264,12 @@ class Registry:
         return await self._submit(
             OperationType.UPDATE_NAMESPACE,
             {"NAMESPACE": namespace.id},
-            {"namespace_id": namespace.id, "description": description, "soa_ttl": soa_ttl},
+            {
+                "namespace_id": namespace.id,
+                "description": description,
+                "soa_ttl": soa_ttl,
+                "updater_request_id": updater_request_id,
+            },
             ctx,
             target="namespace:" + namespace.id,
         )
