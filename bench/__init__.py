@@ -21,10 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -49,6 +50,7 @@ __all__ = [
     "require_tools",
     "source_info",
     "start_mapmesh",
+    "temp_dir",
     "tree_cpu_seconds",
     "wait_for_quiet",
     "wait_operation",
@@ -490,3 +492,16 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}-{stamp}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def temp_dir(name: str, keep: bool) -> Iterator[Path]:
+    """A temporary working directory for one benchmark run; kept (and named) on request."""
+    path = Path(tempfile.mkdtemp(prefix=f"mapmesh-bench-{name}-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)

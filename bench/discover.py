@@ -25,16 +25,13 @@ Run from the repository root: ``.venv/bin/python -m bench.discover --help``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ from bench import (
     raise_on_sigterm,
     require_tools,
     start_mapmesh,
+    temp_dir,
     wait_for_quiet,
     wait_operation,
     write_result,
@@ -292,18 +290,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@contextlib.contextmanager
-def temp_dir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mapmesh-bench-discover-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def print_table(runs: Sequence[Run]) -> None:
     """One line per run; ``other`` columns show what else ran on each pinned core."""
     header = (
@@ -384,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_quiet=args.wait_quiet,
     )
     runs: list[Run] = []
-    with temp_dir(args.keep_temp) as workdir, Processes() as processes:
+    with temp_dir("discover", args.keep_temp) as workdir, Processes() as processes:
         scripts = {"discover": workdir / "discover.lua", "healthz": workdir / "healthz.lua"}
         scripts["discover"].write_text(discover_script())
         scripts["healthz"].write_text(healthz_script())

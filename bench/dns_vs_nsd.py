@@ -37,12 +37,10 @@ import contextlib
 import dataclasses
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,7 @@ from bench import (
     raise_on_sigterm,
     require_tools,
     start_mapmesh,
+    temp_dir,
     wait_for_quiet,
     wait_operation,
     write_result,
@@ -481,18 +480,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@contextlib.contextmanager
-def temp_dir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mapmesh-bench-dns-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def start_nsd(
     processes: Processes,
     workdir: Path,
@@ -630,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[Run] = []
     latency: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        workdir = stack.enter_context(temp_dir(args.keep_temp))
+        workdir = stack.enter_context(temp_dir("dns", args.keep_temp))
         quotas = {
             name: stack.enter_context(CpuQuota(f"{workdir.name}-{name}", args.server_quota))
             if args.server_quota

@@ -50,13 +50,11 @@ import dataclasses
 import json
 import os
 import resource
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +72,7 @@ from bench import (
     raise_on_sigterm,
     require_tools,
     start_mapmesh,
+    temp_dir,
     tree_cpu_seconds,
     wait_for_quiet,
     wait_operation,
@@ -1231,19 +1230,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@contextlib.contextmanager
-def temp_dir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mapmesh-bench-proxy-"))
-    path.chmod(0o755)  # nginx workers (user nobody) read nothing here, but keep it traversable
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def raise_fd_limit() -> None:
     """Children inherit it: 1,000 client connections need as many fds again in the proxy."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1630,7 +1616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile: dict[str, Any] = {}
     rates = list(args.rates)
     args.requested_rates, args.extra_rate = list(args.rates), None
-    with temp_dir(args.keep_temp) as workdir, Processes() as processes:
+    with temp_dir("proxy", args.keep_temp) as workdir, Processes() as processes:
         upstream, targets, api_url, upstream_port = start_targets(processes, workdir, args)
         chosen = [t for t in TARGETS if t in args.targets]
         print("all targets answer 200 with the upstream's body: " + ", ".join(chosen))
