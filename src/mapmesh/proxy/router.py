@@ -109,6 +109,23 @@ class _Target:
     host: str | None = None
 
 
+def _expire(future: asyncio.Future[ResponseHead]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def _within(future: asyncio.Future[ResponseHead], seconds: float | None) -> ResponseHead:
+    """Await ``future`` for at most ``seconds``: one timer handle, unlike ``wait_for``,
+    which also makes a waiter future and callbacks per call."""
+    if seconds is None:
+        return await future
+    handle = asyncio.get_running_loop().call_later(seconds, _expire, future)
+    try:
+        return await future
+    finally:
+        handle.cancel()
+
+
 class Router:
     def __init__(
         self,
@@ -295,7 +312,7 @@ class Router:
             answer = conn.send(exchange.head.method, head_bytes + (body or b""))
             if body is None and exchange.head.has_body:
                 exchange.stream_body_to(conn)
-            response = await asyncio.wait_for(answer, self._left(deadline))
+            response = await _within(answer, self._left(deadline))
         except TimeoutError:
             conn.discard()
             self._stats.inc("upstream_rq_per_try_timeout", labels)
