@@ -45,7 +45,7 @@ from mapmesh.proxy.protocol.http1 import (
 )
 from mapmesh.proxy.protocol.http1_server import Http1ServerCodec
 from mapmesh.proxy.router import LocalReply, Router
-from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.stats import CODE_CLASS, Stats
 from mapmesh.proxy.upstream import UpstreamConnection
 
 __all__ = ["DownstreamConnection", "DownstreamExchange"]
@@ -336,8 +336,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def _log(self, exchange: DownstreamExchange) -> None:
-        code_class = f"{exchange.status // 100}xx" if exchange.status else "0xx"
-        self._stats.inc("downstream_rq_xx", (*self._labels, ("code_class", code_class)))
+        code_class = CODE_CLASS[min(exchange.status // 100, 9)]
+        self._stats.inc("downstream_rq_xx", (*self._labels, code_class))
         if self._access_log.enabled:
             self._access_log.record(AccessLogEntry.of(exchange, self._listener))
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
@@ -42,7 +42,7 @@ from mapmesh.proxy.resilience.retry import Done, Failure, NoRetry, Outcome, Retr
 from mapmesh.proxy.route import NoRoute, RouteHit
 from mapmesh.proxy.routing.request import RequestHead as MatchHead
 from mapmesh.proxy.routing.request import split_authority
-from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.stats import CODE_CLASS, Stats
 from mapmesh.proxy.upstream import UpstreamConnection, UpstreamFailure
 
 __all__ = ["Exchange", "LocalReply", "Router"]
@@ -109,6 +109,36 @@ class _Target:
     host: str | None = None
 
 
+class _LazyHeaders(Mapping[str, str]):
+    """The header map route matching reads, built only if a route has header conditions."""
+
+    __slots__ = ("_fields", "_map")
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self._fields = fields
+        self._map: dict[str, str] | None = None
+
+    def _built(self) -> dict[str, str]:
+        if self._map is None:
+            self._map = header_map(self._fields)
+        return self._map
+
+    def __getitem__(self, name: str) -> str:
+        return self._built()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._built().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._built()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+
 def _expire(future: asyncio.Future[ResponseHead]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
@@ -171,7 +201,7 @@ class Router:
             host,
             self.port if self.kind == "gateway" else port,
             "http",
-            header_map(head.headers),
+            _LazyHeaders(head.headers),
         )
         path = new_host = None
         if self.kind == "gateway":
@@ -330,7 +360,7 @@ class Router:
             cluster.lb.on_request_end(key)
         status = response.status
         cluster.observe(key, status)
-        self._stats.inc("upstream_rq_xx", (*labels, ("code_class", f"{status // 100}xx")))
+        self._stats.inc("upstream_rq_xx", (*labels, CODE_CLASS[min(status // 100, 9)]))
         if status >= 500:
             self._stats.inc("upstream_rq_5xx", labels)
         return _Answered(response, conn)

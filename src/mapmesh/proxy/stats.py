@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-__all__ = ["METRICS", "Stats"]
+__all__ = ["CODE_CLASS", "METRICS", "Stats"]
 
 # name -> (type, help). Every metric the proxy exports is declared here.
 METRICS: dict[str, tuple[str, str]] = {
@@ -50,6 +50,9 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 Labels = tuple[tuple[str, str], ...]
+
+# ("code_class", "2xx") by status // 100, built once: the hot path only indexes.
+CODE_CLASS: tuple[tuple[str, str], ...] = tuple(("code_class", f"{i}xx") for i in range(10))
 
 
 class Stats:
