@@ -37,6 +37,8 @@ from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from mapmesh.proxy.lb.weights import weight_table
+
 __all__ = ["LeastRequest", "LeastRequestStatistics"]
 
 K = TypeVar("K", bound=Hashable)
@@ -145,7 +147,7 @@ class LeastRequest(Generic[K]):
     def set_endpoints(self, keys: Sequence[K], weights: Sequence[int] | None = None) -> None:
         """Replace the endpoint set. Endpoints kept keep their availability and their count of
         requests in flight; new ones start available and idle."""
-        table = _weights(keys, weights)
+        table = weight_table(keys, weights)
         active = {key: self._active[slot] for key, slot in self._slot.items()}
         self._keys = list(table)
         self._weights = list(table.values())
@@ -224,18 +226,3 @@ class LeastRequest(Generic[K]):
             cumulative.append(total)
         self._cumulative = cumulative
         self._total = total
-
-
-def _weights(keys: Sequence[K], weights: Sequence[int] | None) -> dict[K, int]:
-    if weights is None:
-        weights = [1] * len(keys)
-    if len(weights) != len(keys):
-        raise ValueError(f"weights: {len(weights)} given for {len(keys)} endpoints")
-    table: dict[K, int] = {}
-    for i, (key, weight) in enumerate(zip(keys, weights, strict=True)):
-        if weight < 1:
-            raise ValueError(f"weights[{i}]: must be >= 1, got {weight}")
-        if key in table:
-            raise ValueError(f"keys[{i}]: duplicate endpoint {key!r}")
-        table[key] = weight
-    return table

@@ -38,6 +38,8 @@ from collections.abc import Hashable, Sequence, Set
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from mapmesh.proxy.lb.weights import weight_table
+
 __all__ = ["RoundRobin", "RoundRobinStatistics"]
 
 K = TypeVar("K", bound=Hashable)
@@ -145,7 +147,7 @@ class RoundRobin(Generic[K]):
     def set_endpoints(self, keys: Sequence[K], weights: Sequence[int] | None = None) -> None:
         """Replace the endpoint set; endpoints kept keep their availability, new ones start
         available."""
-        self._weight = _weights(keys, weights)
+        self._weight = weight_table(keys, weights)
         self._order = tuple(keys)
         self._down &= self._weight.keys()
         self._rebuild()
@@ -206,18 +208,3 @@ class RoundRobin(Generic[K]):
     def _rebase(heap: list[tuple[float, int, K, float]], by: float) -> None:
         # Subtracting the same amount from every deadline keeps the heap order.
         heap[:] = [(d - by, seq, key, step) for d, seq, key, step in heap]
-
-
-def _weights(keys: Sequence[K], weights: Sequence[int] | None) -> dict[K, int]:
-    if weights is None:
-        weights = [1] * len(keys)
-    if len(weights) != len(keys):
-        raise ValueError(f"weights: {len(weights)} given for {len(keys)} endpoints")
-    table: dict[K, int] = {}
-    for i, (key, weight) in enumerate(zip(keys, weights, strict=True)):
-        if weight < 1:
-            raise ValueError(f"weights[{i}]: must be >= 1, got {weight}")
-        if key in table:
-            raise ValueError(f"keys[{i}]: duplicate endpoint {key!r}")
-        table[key] = weight
-    return table
