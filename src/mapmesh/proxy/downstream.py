@@ -85,7 +85,7 @@ class DownstreamExchange:
         self.finished = False
         self._chunks: list[bytes] = []
         self._body_done = not head.has_body
-        self._body: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._body: asyncio.Future[bytes | None] = connection.loop.create_future()
         self._stream_to: UpstreamConnection | None = None
         self._upstream: UpstreamConnection | None = None
         self._chunked_out = False
@@ -213,6 +213,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._on_close = on_close
         self._codec = Http1ServerCodec()
         self.transport: asyncio.Transport | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() syscall on every call.
+        self.loop = asyncio.get_running_loop()
         self.keep_alive = True
         self.current: DownstreamExchange | None = None
         self.current_upstream: UpstreamConnection | None = None
@@ -296,7 +298,7 @@ class DownstreamConnection(asyncio.Protocol):
         if config is None:
             exchange.reply(LocalReply(503, "no configuration received yet", "NC"))
             return
-        self._task = asyncio.get_running_loop().create_task(self._run(config, exchange))
+        self._task = self.loop.create_task(self._run(config, exchange))
 
     async def _run(self, config: ProxyConfig, exchange: DownstreamExchange) -> None:
         try:

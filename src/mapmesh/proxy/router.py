@@ -149,7 +149,7 @@ async def _within(future: asyncio.Future[ResponseHead], seconds: float | None) -
     which also makes a waiter future and callbacks per call."""
     if seconds is None:
         return await future
-    handle = asyncio.get_running_loop().call_later(seconds, _expire, future)
+    handle = future.get_loop().call_later(seconds, _expire, future)
     try:
         return await future
     finally:

@@ -68,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_exchange_end = on_exchange_end
         self._on_close = on_close
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()  # kept: each lookup costs a getpid()
         self._head: asyncio.Future[ResponseHead] | None = None
         self._sink: ResponseSink | None = None
         self._in_exchange = False
@@ -120,7 +121,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_timeout = None
         self.last_activity = time.monotonic()
         self.requests += 1
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self._loop.create_future()
         self.transport.write(data)
         return self._head
 
