@@ -79,6 +79,50 @@ class LoadBalancerConformance:
             expected = 10_000 * weight / sum(weights)
             assert abs(seen[key] - expected) <= 0.1 * expected, seen
 
+    def test_new_weights_from_set_endpoints_take_effect(self) -> None:
+        """A snapshot that changes only weights (endpoint weights from Cloud Map) changes the
+        shares at once, and dropping the weights evens them out again."""
+        lb = self.make(KEYS[:2])
+        lb.set_endpoints(KEYS[:2], [3, 1])
+        seen = self.share(lb, 4_000)
+        assert 2_800 <= seen[KEYS[0]] <= 3_200, seen
+        lb.set_endpoints(KEYS[:2])
+        seen = self.share(lb, 4_000)
+        assert 1_850 <= seen[KEYS[0]] <= 2_150, seen
+
+    def test_weighted_shares_over_the_available_endpoints(self) -> None:
+        @settings(max_examples=25, deadline=None)
+        @given(
+            weights=st.lists(st.integers(1, 8), min_size=1, max_size=5),
+            down=st.sets(st.integers(0, 4), max_size=4),
+            seed=st.integers(0, 2**16),
+        )
+        def check(weights: list[int], down: set[int], seed: int) -> None:
+            self.check_weighted_shares(weights, down, seed)
+
+        check()
+
+    def check_weighted_shares(self, weights: list[int], down: set[int], seed: int) -> None:
+        """Whatever the weights and whichever endpoints are down, each available endpoint's
+        share is its weight over the available total (within five standard deviations)."""
+        keys = KEYS[: len(weights)]
+        lb = self.make(keys[:1], seed=seed)
+        lb.set_endpoints(keys, weights)  # weights arriving with an update, not the constructor
+        unavailable = {keys[i] for i in down if i < len(keys)}
+        for key in unavailable:
+            lb.set_available(key, False)
+        available = [(k, w) for k, w in zip(keys, weights, strict=True) if k not in unavailable]
+        picks = 2_000
+        if not available:
+            assert lb.pick() is None
+            return
+        seen = self.share(lb, picks)
+        total = sum(w for _, w in available)
+        assert set(seen) == {k for k, _ in available}
+        for key, weight in available:
+            p = weight / total
+            assert abs(seen[key] - picks * p) <= 5 * (picks * p * (1 - p)) ** 0.5 + 2, seen
+
     def test_in_flight_requests_spread(self) -> None:
         """1,000 requests held open at once end up spread over the ten endpoints."""
         lb = self.make(KEYS)

@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "FORMAT_VERSION",
@@ -339,12 +339,18 @@ class GatewayRoute(Resolved):
 class Endpoint(SnapshotModel):
     """An upstream address. ``health`` comes from the registry: HEALTHY and UNKNOWN receive
     traffic, UNHEALTHY does not. For DNS discovery ``address`` is a hostname the proxy
-    resolves."""
+    resolves.
+
+    ``weight`` (1-128, Envoy's ``load_balancing_weight``) is the endpoint's share within its
+    cluster; None means 1. It is left out of the encoding when None, so snapshots without
+    weights keep the bytes (and digests) they had before the field existed.
+    """
 
     address: str
     port: int
     health: HealthState
     instance_id: str | None = None
+    weight: int | None = Field(default=None, ge=1, le=128, exclude_if=lambda w: w is None)
 
 
 class Discovery(Resolved):

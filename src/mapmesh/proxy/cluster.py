@@ -5,7 +5,9 @@ and survives snapshot updates that leave its policies alone: only the endpoint s
 reconciled then, so connection pools and outlier history carry over (equal config compares
 equal — STYLE #5). An endpoint takes traffic when the registry does not mark it UNHEALTHY
 and outlier detection has not ejected it; when every endpoint is registry-unhealthy they all
-take traffic again (Route 53 and Envoy's panic mode both fail open that way).
+take traffic again (Route 53 and Envoy's panic mode both fail open that way). Endpoint
+weights (``MAPMESH_WEIGHT`` in Cloud Map, 1 when unset) go to the load balancer with every
+endpoint set, so a weight change is just another reconcile.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class ClusterRuntime:
             self.pool.remove_endpoint(gone)
         self.endpoints = new
         keys = sorted(new)
-        self.lb.set_endpoints(keys)
+        self.lb.set_endpoints(keys, [_weight(new[key]) for key in keys])
         self.outlier.set_endpoints(keys)
         self.health.set_endpoints({k: e.health for k, e in new.items()})
         self._refresh_availability()
@@ -154,6 +156,7 @@ class ClusterRuntime:
                     "address": key.address,
                     "port": key.port,
                     "registry_health": endpoint.health,
+                    "weight": _weight(endpoint),
                     "ejected": self.outlier.is_ejected(key),
                     "health_check": "healthy" if self.health.is_healthy(key) else "unhealthy",
                     "idle_connections": self.pool.idle_count(key),
@@ -174,3 +177,7 @@ class ClusterRuntime:
         if self._checker is not None:
             self._checker.stop_soon()
         self.pool.close()
+
+
+def _weight(endpoint: snapshot.Endpoint) -> int:
+    return endpoint.weight if endpoint.weight is not None else 1

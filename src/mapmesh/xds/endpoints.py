@@ -7,6 +7,11 @@ every configured key/value, take the address the IP preference asks for (``AWS_I
 port). Health comes from the registry as is: HEALTHY and UNKNOWN instances take traffic,
 UNHEALTHY ones are listed but marked, so ``explain`` can show why they get none.
 
+An instance's ``MAPMESH_WEIGHT`` attribute (an integer 1-128, like Envoy's
+``load_balancing_weight``; App Mesh had no per-endpoint weight) becomes its endpoint's load
+balancing weight. Any other value is ignored with an ``INVALID_WEIGHT`` warning, never a failed
+compile: one bad registration must not take a cluster's other endpoints down with it.
+
 DNS discovery gives one endpoint, the hostname on the listener port, which the proxy resolves.
 """
 
@@ -21,7 +26,18 @@ from mapmesh.xds import defaults
 from mapmesh.xds.diagnostics import CompileWarning, WarningCode
 from mapmesh.xds.sources import RegistrySource
 
-__all__ = ["Discovered", "discover", "ip_preference"]
+__all__ = [
+    "MAX_WEIGHT",
+    "WEIGHT_ATTRIBUTE",
+    "Discovered",
+    "InvalidWeight",
+    "discover",
+    "endpoint_weight",
+    "ip_preference",
+]
+
+WEIGHT_ATTRIBUTE = "MAPMESH_WEIGHT"
+MAX_WEIGHT = 128  # Envoy's upper bound for an endpoint's load_balancing_weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,25 @@ def ip_preference(
     if mesh is not None and mesh.ip_preference is not None:
         return mesh.ip_preference, False
     return defaults.IP_PREFERENCE, True
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidWeight:
+    """Why an instance's weight attribute was ignored (its endpoint gets weight 1)."""
+
+    reason: str
+
+
+def endpoint_weight(raw: str | None) -> int | InvalidWeight | None:
+    """The weight a ``MAPMESH_WEIGHT`` value asks for; None when the attribute is unset."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_WEIGHT:
+        return InvalidWeight(
+            f"{WEIGHT_ATTRIBUTE}={raw!r} is not an integer from 1 to {MAX_WEIGHT}; weight 1 used"
+        )
+    return int(text)
 
 
 def _address(instance: Instance, preference: IpPreference) -> str | None:
@@ -151,12 +186,23 @@ def _cloud_map(
                 )
             )
             continue
+        weight = endpoint_weight(instance.attributes.get(WEIGHT_ATTRIBUTE))
+        if isinstance(weight, InvalidWeight):
+            warnings.append(
+                CompileWarning(
+                    subject,
+                    WarningCode.INVALID_WEIGHT,
+                    f"{where}: instance {instance.id!r}: {weight.reason}",
+                )
+            )
+            weight = None
         endpoints.append(
             Endpoint(
                 address=address,
                 port=instance_port,
                 health=instance.health_status.value,
                 instance_id=instance.id,
+                weight=weight,
             )
         )
     endpoints.sort(key=lambda e: (e.address, e.port, e.instance_id or ""))

@@ -89,6 +89,10 @@ def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
         "port": endpoint.port,
         "health": endpoint.health,
         "instance_id": endpoint.instance_id,
+        "weight": _setting(
+            endpoint.weight if endpoint.weight is not None else 1,
+            "default" if endpoint.weight is None else "configured",
+        ),
         "receives_traffic": endpoint.health != "UNHEALTHY",
     }
 
@@ -263,7 +267,9 @@ def _render_target(target: Mapping[str, Any], lines: list[str], pad: str) -> Non
     for e in endpoints:
         note = "" if e["receives_traffic"] else " — no traffic"
         instance = f" ({e['instance_id']})" if e["instance_id"] else ""
-        lines.append(f"{inner}  {e['address']}:{e['port']} {e['health']}{instance}{note}")
+        weight = e.get("weight")
+        weighted = f" weight {weight['value']}" if weight and weight["source"] != "default" else ""
+        lines.append(f"{inner}  {e['address']}:{e['port']} {e['health']}{weighted}{instance}{note}")
 
 
 def _render_route(route: Mapping[str, Any], lines: list[str], pad: str) -> None:
