@@ -45,6 +45,7 @@ __all__ = [
     "Sidecar",
     "Upstream",
     "appmesh_client",
+    "hanging_listener",
     "mesh_fixture",
     "route",
     "wait_for",
@@ -491,3 +492,33 @@ class Load:
             thread.join(max(self._deadline - time.monotonic(), 0) + 11)
         assert not any(t.is_alive() for t in self._threads), "load threads did not finish"
         return self.result
+
+
+@contextmanager
+def hanging_listener(tries: int = 8) -> Iterator[int]:
+    """A loopback port where a connect hangs, as to a host that never answers SYN.
+
+    A socket listening with backlog 0 and never accepting holds one finished handshake in its
+    accept queue; once that is full, Linux drops further SYNs, so connects neither succeed
+    nor fail until the client gives up. The queue is filled here (bounded by ``tries``)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = int(server.getsockname()[1])
+        for _ in range(tries):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break  # the queue is full: connects to the port now hang
+        else:
+            pytest.skip("could not fill the accept queue; connects do not hang here")
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()

@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
+from mapmesh.model.registry import HealthStatus
 from mapmesh.model.snapshot import Cluster, Endpoint, decode, encode
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.pool import EndpointKey
@@ -31,7 +32,9 @@ def weighted_registry(weight: str | None) -> FakeRegistry:
     attributes = {"version": "v1", "AWS_INSTANCE_IPV4": "10.0.0.1", "AWS_INSTANCE_PORT": "8080"}
     if weight is not None:
         attributes["MAPMESH_WEIGHT"] = weight
-    registry.instances["srv-worker"]["i-1"] = instance("i-1", "srv-worker", **attributes)
+    registry.instances["srv-worker"]["i-1"] = instance(
+        "i-1", "srv-worker", HealthStatus.HEALTHY, **attributes
+    )
     return registry
 
 

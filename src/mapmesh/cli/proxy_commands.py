@@ -30,6 +30,22 @@ AccessLog = Annotated[
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
+def _positive_seconds(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"must be more than 0 seconds, got {value:g}")
+    return value
+
+
+ConnectTimeout = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout", metavar="SECONDS", callback=_positive_seconds,
+        help="Seconds to open a connection to an upstream endpoint (every cluster); a connect "
+        "that takes longer is a connect failure (503, flag UF).",
+    ),
+]  # fmt: skip
+
+
 def _attribute(values: list[str]) -> dict[str, str]:
     attributes = {}
     for value in values:
@@ -38,6 +54,30 @@ def _attribute(values: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"--attribute expects KEY=VALUE, got {value!r}")
         attributes[key] = val
     return attributes
+
+
+BackendPorts = Annotated[
+    list[str],
+    typer.Option(
+        "--backend-port", metavar="VIRTUAL_SERVICE=PORT",
+        help="Also listen on 127.0.0.1:PORT for calls to one backend: every request there goes "
+        "to that virtual service's routes, whatever its Host header. Repeatable.",
+    ),
+]  # fmt: skip
+
+
+def _backend_ports(values: list[str], taken: dict[str, int]) -> dict[str, int]:
+    from mapmesh.proxy.backend_port import parse_backend_ports
+
+    try:
+        ports = parse_backend_ports(values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for service, port in ports.items():
+        for flag, used in taken.items():
+            if port == used:
+                raise typer.BadParameter(f"--backend-port {service}={port}: {flag} uses {port}")
+    return ports
 
 
 def proxy(
@@ -67,6 +107,8 @@ def proxy(
     drain_timeout: Annotated[
         float, typer.Option("--drain-timeout", help="Seconds to finish requests on SIGTERM.")
     ] = 10.0,
+    backend_port: BackendPorts = [],  # noqa: B006
+    connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
     log_level: LogLevel = "info",
@@ -74,12 +116,15 @@ def proxy(
     """Run the sidecar proxy of a virtual node: outbound HTTP proxy, inbound listener, admin."""
     from mapmesh.proxy.process import ProxyOptions
 
+    taken = {"--inbound-port": inbound_port, "--outbound-port": outbound_port,
+             "--admin-port": admin_port, "--app-port": app_port}  # fmt: skip
     _run(ProxyOptions(
         control_plane=control_plane, mesh=mesh, kind="virtualNode", name=virtual_node,
         app_port=app_port, inbound_port=inbound_port, outbound_port=outbound_port,
         admin_port=admin_port, advertise_address=advertise_address, instance_id=instance_id,
         attributes=_attribute(attribute), state_dir=state_dir, access_log=access_log,
-        drain_timeout=drain_timeout, register=not no_register,
+        drain_timeout=drain_timeout, register=not no_register, connect_timeout=connect_timeout,
+        backend_ports=_backend_ports(backend_port, taken),
     ), log_level)  # fmt: skip
 
 
@@ -94,6 +139,7 @@ def gateway(
     drain_timeout: Annotated[
         float, typer.Option("--drain-timeout", help="Seconds to finish requests on SIGTERM.")
     ] = 10.0,
+    connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
     log_level: LogLevel = "info",
@@ -104,7 +150,7 @@ def gateway(
     _run(ProxyOptions(
         control_plane=control_plane, mesh=mesh, kind="virtualGateway", name=virtual_gateway,
         gateway_port=port, admin_port=admin_port, state_dir=state_dir, access_log=access_log,
-        drain_timeout=drain_timeout,
+        drain_timeout=drain_timeout, connect_timeout=connect_timeout,
     ), log_level)  # fmt: skip
 
 

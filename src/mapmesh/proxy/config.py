@@ -48,12 +48,27 @@ PASSTHROUGH_TIMEOUTS = snapshot.Timeouts(request_ms=15_000, idle_ms=300_000)
 
 
 class ClusterSet:
-    """The cluster runtimes alive across configs, reconciled on every snapshot."""
+    """The cluster runtimes alive across configs, reconciled on every snapshot.
 
-    def __init__(self, stats: Stats, clock: Callable[[], float], rng: random.Random) -> None:
+    ``connect_timeout`` (seconds) bounds every upstream connect of every cluster's pool. App
+    Mesh has no field for it, so it is a proxy setting (``--connect-timeout``), not snapshot
+    content; a connect that times out answers 503 UF like any other connect failure.
+    """
+
+    def __init__(
+        self,
+        stats: Stats,
+        clock: Callable[[], float],
+        rng: random.Random,
+        *,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout: must be > 0 seconds, got {connect_timeout}")
         self._stats = stats
         self._clock = clock
         self._rng = rng
+        self.connect_timeout = connect_timeout
         self.runtimes: dict[str, ClusterRuntime] = {}
         self._passthrough: dict[str, ClusterRuntime] = {}
 
@@ -66,7 +81,9 @@ class ClusterSet:
             else:
                 if runtime is not None:
                     runtime.close()
-                runtime = ClusterRuntime(cluster, self._stats, self._clock, self._rng)
+                runtime = ClusterRuntime(
+                    cluster, self._stats, self._clock, self._rng, self.connect_timeout
+                )
             current[cluster.name] = runtime
         for name, runtime in self.runtimes.items():
             if name not in current:
@@ -94,7 +111,7 @@ class ClusterSet:
                 endpoints=(snapshot.Endpoint(address=host, port=port, health="UNKNOWN"),),
             )
             runtime = self._passthrough[name] = ClusterRuntime(
-                cluster, self._stats, self._clock, self._rng
+                cluster, self._stats, self._clock, self._rng, self.connect_timeout
             )
         return runtime
 

@@ -21,6 +21,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from mapmesh.model import snapshot
 from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.admin import AdminServer
+from mapmesh.proxy.backend_port import BackendPortConfig
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.config import ClusterSet, ProxyConfig, build_config
 from mapmesh.proxy.config_watch import StreamIdentity, follow_snapshots
@@ -61,6 +63,9 @@ class ProxyOptions:
     drain_timeout: float = 10.0
     register: bool = True
     seed: int | None = None
+    connect_timeout: float = 5.0  # seconds to open an upstream connection, every cluster
+    # A local port per backend (virtual service name → port), besides the HTTP-proxy port.
+    backend_ports: dict[str, int] = field(default_factory=dict)
 
 
 class ProxyProcess:
@@ -69,7 +74,9 @@ class ProxyProcess:
         self.stats = Stats()
         self._clock = time.monotonic
         self._rng = random.Random(options.seed)
-        self._clusters = ClusterSet(self.stats, self._clock, self._rng)
+        self._clusters = ClusterSet(
+            self.stats, self._clock, self._rng, connect_timeout=options.connect_timeout
+        )
         self.config: ProxyConfig | None = None
         self._inbound: ClusterRuntime | None = None
         self._servers: list[asyncio.Server] = []
@@ -158,7 +165,9 @@ class ProxyProcess:
             return current
         if current is not None:
             current.close()
-        return ClusterRuntime(config, self.stats, self._clock, self._rng)
+        return ClusterRuntime(
+            config, self.stats, self._clock, self._rng, self.options.connect_timeout
+        )
 
     def _inbound_target(self) -> tuple[ClusterRuntime, snapshot.Timeouts] | None:
         config, cluster = self.config, self._inbound
@@ -175,6 +184,9 @@ class ProxyProcess:
             await self._listen("gateway", options.gateway_port)
         else:
             await self._listen("outbound", options.outbound_port)
+            for service, port in sorted(options.backend_ports.items()):
+                backend = BackendPortConfig(service, port, lambda: self.config)
+                await self._listen("outbound", port, backend, f"backend:{service}")
             if options.app_port is not None:
                 await self._listen("inbound", options.inbound_port)
         self._admin_pages()
@@ -197,7 +209,16 @@ class ProxyProcess:
             extra={"ports": self.ports, "mesh": options.mesh, "proxy": options.name},
         )
 
-    async def _listen(self, kind: str, port: int) -> None:
+    async def _listen(
+        self,
+        kind: str,
+        port: int,
+        config: Callable[[], ProxyConfig | None] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Open a listener; a backend port passes its own config getter and ``name``."""
+        current = config if config is not None else (lambda: self.config)
+        name = name or kind
         router = Router(
             kind,
             port,
@@ -211,7 +232,7 @@ class ProxyProcess:
 
         def factory() -> DownstreamConnection:
             connection = DownstreamConnection(
-                router, lambda: self.config, self.stats, self._access_log, kind,
+                router, current, self.stats, self._access_log, name,
                 self._connections.discard,
             )  # fmt: skip
             self._connections.add(connection)
@@ -219,7 +240,7 @@ class ProxyProcess:
 
         server = await loop.create_server(factory, self.options.host, port, backlog=1024)
         self._servers.append(server)
-        self.ports[kind] = int(server.sockets[0].getsockname()[1])
+        self.ports[name] = int(server.sockets[0].getsockname()[1])
 
     async def _sweep_idle(self) -> None:
         """Idle timeouts by one periodic sweep instead of a timer per request."""
