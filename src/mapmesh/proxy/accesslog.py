@@ -18,7 +18,6 @@ __all__ = ["AccessLogEntry", "AccessLogger"]
 
 
 class _Exchange(Protocol):
-    started: float
     status: int
     flags: list[str]
     upstream: str | None
@@ -26,6 +25,9 @@ class _Exchange(Protocol):
     bytes_received: int
     bytes_sent: int
     request_id: bytes
+
+    @property
+    def started(self) -> float: ...
 
     @property
     def duration_ms(self) -> float: ...

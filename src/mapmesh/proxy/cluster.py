@@ -59,6 +59,13 @@ class ClusterRuntime:
         self._stats = stats
         self._labels = (("cluster", config.name),)
         self._clock = clock
+        # Per-request counters, looked up once (see Stats).
+        self.stats_rq_total = stats.cell("upstream_rq_total", self._labels)
+        self.stats_rq_xx = stats.by_code_class("upstream_rq_xx", self._labels)
+        self.stats_rq_5xx = stats.cell("upstream_rq_5xx", self._labels)
+        self.stats_rq_retry = stats.cell("upstream_rq_retry", self._labels)
+        self.stats_rq_timeout = stats.cell("upstream_rq_timeout", self._labels)
+        self.stats_per_try_timeout = stats.cell("upstream_rq_per_try_timeout", self._labels)
         self.breaker = CircuitBreaker.from_snapshot(config.connection_pool)
         self.pool = Pool(
             config.name,
@@ -121,6 +128,10 @@ class ClusterRuntime:
         if self._next_expiry is not None and self._clock() >= self._next_expiry:
             self._return_ejected()
         return self.lb.pick(excluded)
+
+    def count(self, name: str) -> None:
+        """Add one to ``name{cluster}`` (for the uncommon counters)."""
+        self._stats.inc(name, self._labels)
 
     def observe(self, key: EndpointKey, outcome: Outcome) -> None:
         """Tell outlier detection how an attempt on ``key`` ended."""

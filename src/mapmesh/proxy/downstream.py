@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Bytes go into the server codec; its events drive one :class:`DownstreamExchange` at a time
 (pipelined requests wait in the codec until the response before them is complete, and
-reading pauses meanwhile). For each request the exchange runs :meth:`Router.handle` as one
-task with the config in force when the head arrived.
+reading pauses meanwhile). For each request the router either answers at once or starts a
+:class:`~mapmesh.proxy.forwarding.Forwarding` with the config in force when the head
+arrived — synchronously, from ``data_received``: no task per request.
 
 Request bodies up to ``replay_limit`` bytes are collected before the first attempt, so a
 retry can send them again; larger or chunked bodies are streamed to the one upstream
@@ -28,6 +29,7 @@ from typing import cast
 
 from mapmesh.proxy.accesslog import AccessLogEntry, AccessLogger
 from mapmesh.proxy.config import ProxyConfig
+from mapmesh.proxy.forwarding import BODY_PENDING, INTERNAL_ERROR_REPLY, Forwarding
 from mapmesh.proxy.protocol.events import (
     Body,
     ConnectionClosed,
@@ -36,7 +38,6 @@ from mapmesh.proxy.protocol.events import (
     RequestHead,
     ResponseHead,
 )
-from mapmesh.proxy.protocol.headers import get_field
 from mapmesh.proxy.protocol.http1 import (
     encode_chunk,
     last_chunk,
@@ -45,7 +46,7 @@ from mapmesh.proxy.protocol.http1 import (
 )
 from mapmesh.proxy.protocol.http1_server import Http1ServerCodec
 from mapmesh.proxy.router import LocalReply, Router
-from mapmesh.proxy.stats import CODE_CLASS, Stats
+from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.upstream import UpstreamConnection
 
 __all__ = ["DownstreamConnection", "DownstreamExchange"]
@@ -54,48 +55,94 @@ log = logging.getLogger("mapmesh.proxy")
 
 REPLAY_LIMIT = 64 * 1024
 
-
 # Ids need to be unique, not secret: a PRNG seeded from the OS is ~20x cheaper than urandom.
 _bits = random.Random(os.urandom(16)).getrandbits
+# Wall-clock time of monotonic 0, so an exchange reads one clock and the log converts.
+_WALL_OFFSET = time.time() - time.monotonic()
 
 
-def _new_trace() -> tuple[tuple[bytes, bytes], ...]:
-    return ((b"traceparent", b"00-%032x-%016x-01" % (_bits(128), _bits(64))),)
+def _added_fields(head: RequestHead) -> tuple[bytes, bytes]:
+    """The request id, and the field lines to add upstream: ``x-request-id`` and a new W3C
+    ``traceparent`` when the client sent none (values are hex the proxy made: no checks)."""
+    request_id = head.request_id
+    if request_id is None:
+        request_id = b"%032x" % _bits(128)
+        if head.traceparent is None:
+            added = b"x-request-id: %s\r\ntraceparent: 00-%032x-%016x-01\r\n" % (
+                request_id,
+                _bits(128),
+                _bits(64),
+            )
+        else:
+            added = b"x-request-id: %s\r\n" % request_id
+    elif head.traceparent is None:
+        added = b"traceparent: 00-%032x-%016x-01\r\n" % (_bits(128), _bits(64))
+    else:
+        added = b""
+    return request_id, added
 
 
 class DownstreamExchange:
-    """One request from downstream and its response (implements the router's Exchange)."""
+    """One request from downstream and its response (the forwarding's Exchange)."""
 
-    def __init__(self, connection: DownstreamConnection, head: RequestHead) -> None:
+    __slots__ = (
+        "_body_done",
+        "_body_ready",
+        "_chunked_out",
+        "_chunks",
+        "_pending_head",
+        "_started_mono",
+        "_stream_to",
+        "added_fields",
+        "bytes_received",
+        "bytes_sent",
+        "connection",
+        "finished",
+        "flags",
+        "forwarding",
+        "head",
+        "request_id",
+        "route_name",
+        "status",
+        "upstream",
+    )
+
+    def __init__(self, connection: DownstreamConnection, head: RequestHead, now: float) -> None:
         self.connection = connection
         self.head = head
-        self.request_id = head.request_id or b"%032x" % _bits(128)
-        # W3C trace context: started here when the client sent none (propagated otherwise).
-        self.extra_headers: tuple[tuple[bytes, bytes], ...] = (
-            () if get_field(head.headers, b"traceparent") is not None else _new_trace()
-        )
+        self.request_id, self.added_fields = _added_fields(head)
         self.flags: list[str] = []
         self.upstream: str | None = None
         self.route_name: str | None = None
-        self.started = time.time()
-        self._started_mono = time.monotonic()
+        self.forwarding: Forwarding | None = None
+        self._started_mono = now
         self.status = 0
         self.bytes_received = 0
         self.bytes_sent = 0
         self.finished = False
         self._chunks: list[bytes] = []
         self._body_done = not head.has_body
-        self._body: asyncio.Future[bytes | None] = connection.loop.create_future()
+        self._body_ready: Callable[[bytes | None], None] | None = None
         self._stream_to: UpstreamConnection | None = None
-        self._upstream: UpstreamConnection | None = None
         self._chunked_out = False
         self._pending_head = b""
-        if self._body_done:
-            self._body.set_result(b"")
-        elif head.content_length is None or head.content_length > REPLAY_LIMIT:
-            self._body.set_result(None)  # too large to keep for a replay: stream it
 
     # -- request body (from the codec) ---------------------------------------------------
+
+    def request_body(self, ready: Callable[[bytes | None], None]) -> object:
+        head = self.head
+        if not head.has_body:
+            return b""
+        if head.content_length is None or head.content_length > REPLAY_LIMIT:
+            return None  # too large to keep for a replay: stream it
+        if self._body_done:
+            return self._take_chunks()
+        self._body_ready = ready
+        return BODY_PENDING
+
+    def _take_chunks(self) -> bytes:
+        chunks, self._chunks = self._chunks, []
+        return b"".join(chunks)
 
     def on_body(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -109,12 +156,9 @@ class DownstreamExchange:
         if self._stream_to is not None:
             if self.head.chunked:
                 self._stream_to.send_body(last_chunk())
-        elif not self._body.done():
-            self._body.set_result(b"".join(self._chunks))
-            self._chunks = []
-
-    def body_ready(self) -> asyncio.Future[bytes | None]:
-        return self._body
+        elif self._body_ready is not None:
+            ready, self._body_ready = self._body_ready, None
+            ready(self._take_chunks())
 
     def stream_body_to(self, conn: UpstreamConnection) -> None:
         self._stream_to = conn
@@ -131,17 +175,18 @@ class DownstreamExchange:
         if self.finished:
             conn.discard()
             return
+        connection = self.connection
         self.status = response.status
-        plan = response_head_bytes(response, self.head, keep_alive=self.connection.keep_alive)
+        plan = response_head_bytes(response, self.head, keep_alive=connection.keep_alive)
         self._chunked_out = plan.chunked
-        self.connection.keep_alive = plan.keep_alive and self.connection.keep_alive
-        self._upstream = conn
-        self.connection.current_upstream = conn
+        connection.keep_alive = plan.keep_alive and connection.keep_alive
+        connection.current_upstream = conn
         # The head waits for the body bytes already received, so a small response leaves in
         # one write (one syscall); whatever is not here yet streams after it.
         self._pending_head = plan.head
         conn.forward_to(self)
-        self._flush_head()
+        if self._pending_head:
+            self._flush_head()
 
     def _flush_head(self, then: bytes = b"") -> None:
         head, self._pending_head = self._pending_head, b""
@@ -168,8 +213,9 @@ class DownstreamExchange:
         self.status = reply.status
         if reply.flag and reply.flag not in self.flags:
             self.flags.append(reply.flag)
-        keep = self.connection.keep_alive and self._body_done and reply.status < 500
-        self.connection.keep_alive = keep
+        connection = self.connection
+        keep = connection.keep_alive and self._body_done and reply.status < 500
+        connection.keep_alive = keep
         headers = (*reply.headers, (b"x-request-id", self.request_id))
         data = local_response(
             reply.status,
@@ -180,7 +226,7 @@ class DownstreamExchange:
             head_only=self.head.method == b"HEAD",
         )
         self.bytes_sent += len(data)
-        self.connection.write(data)
+        connection.write(data)
         self._finish()
 
     def _finish(self) -> None:
@@ -188,6 +234,11 @@ class DownstreamExchange:
             return
         self.finished = True
         self.connection.exchange_finished(self)
+
+    @property
+    def started(self) -> float:
+        """Wall-clock start time (seconds since the epoch)."""
+        return _WALL_OFFSET + self._started_mono
 
     @property
     def duration_ms(self) -> float:
@@ -210,17 +261,17 @@ class DownstreamConnection(asyncio.Protocol):
         self._access_log = access_log
         self._listener = listener
         self._labels = (("listener", listener),)
+        self._rq_total = stats.cell("downstream_rq_total", self._labels)
+        self._rq_xx = stats.by_code_class("downstream_rq_xx", self._labels)
         self._on_close = on_close
         self._codec = Http1ServerCodec()
         self.transport: asyncio.Transport | None = None
-        # Kept: asyncio.get_running_loop() costs a getpid() syscall on every call.
-        self.loop = asyncio.get_running_loop()
         self.keep_alive = True
         self.current: DownstreamExchange | None = None
         self.current_upstream: UpstreamConnection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._paused_by_us = False
+        self._pumping = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -244,8 +295,8 @@ class DownstreamConnection(asyncio.Protocol):
         exchange = self.current
         if exchange is not None and not exchange.finished:
             exchange.flags.append("DC")
-            if self._task is not None:
-                self._task.cancel()
+            if exchange.forwarding is not None:
+                exchange.forwarding.cancel()
             if self.current_upstream is not None:
                 self.current_upstream.discard()
             exchange.finished = True
@@ -263,23 +314,37 @@ class DownstreamConnection(asyncio.Protocol):
     # -- events --------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        # An exchange can finish while the loop below runs (a local reply, a response that
+        # was already complete): exchange_finished then calls back here, and the loop that
+        # is already running picks the next request up, so pipelining never recurses.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump_events()
+        finally:
+            self._pumping = False
+
+    def _pump_events(self) -> None:
+        codec = self._codec
         while not self._closed:
-            if self.current is not None and self.current.finished:
+            current = self.current
+            if current is not None and current.finished:
                 return
-            event = self._codec.next_event()
+            event = codec.next_event()
             if event is None:
                 return
             if isinstance(event, RequestHead):
                 self._start(event)
             elif isinstance(event, Body):
-                if self.current is not None:
-                    self.current.on_body(event.data)
+                if current is not None:
+                    current.on_body(event.data)
             elif isinstance(event, EndBody):
-                if self.current is not None:
-                    self.current.on_body_end()
-                    if not self.current.finished:
+                if current is not None:
+                    current.on_body_end()
+                    if not current.finished and self.current is current:
                         self._pause()  # pipelined requests wait until this one is answered
-                return
+                        return
             elif isinstance(event, ProtocolError):
                 self._protocol_error(event)
                 return
@@ -289,25 +354,20 @@ class DownstreamConnection(asyncio.Protocol):
                 return
 
     def _start(self, head: RequestHead) -> None:
-        config = self._config()
-        exchange = DownstreamExchange(self, head)
+        exchange = DownstreamExchange(self, head, time.monotonic())
         self.current = exchange
         self.current_upstream = None
         self.keep_alive = head.keep_alive
-        self._stats.inc("downstream_rq_total", self._labels)
+        self._rq_total.value += 1
+        config = self._config()
         if config is None:
             exchange.reply(LocalReply(503, "no configuration received yet", "NC"))
             return
-        self._task = self.loop.create_task(self._run(config, exchange))
-
-    async def _run(self, config: ProxyConfig, exchange: DownstreamExchange) -> None:
         try:
-            await self._router.handle(config, exchange)
-        except asyncio.CancelledError:
-            raise
+            exchange.forwarding = self._router.handle(config, exchange)
         except Exception:
             log.exception("request failed inside the proxy")
-            exchange.reply(LocalReply(500, "internal proxy error", "PE"))
+            exchange.reply(INTERNAL_ERROR_REPLY)
 
     def _protocol_error(self, error: ProtocolError) -> None:
         self.keep_alive = False
@@ -316,6 +376,8 @@ class DownstreamConnection(asyncio.Protocol):
             if exchange.status:  # a response is under way: just cut
                 self._close()
                 return
+            if exchange.forwarding is not None:
+                exchange.forwarding.cancel()
             exchange.reply(LocalReply(error.status_hint, error.reason, "DPE"))
             return
         self._stats.inc("downstream_rq_rejected", (("reason", "protocol_error"),))
@@ -326,7 +388,6 @@ class DownstreamConnection(asyncio.Protocol):
         self._log(exchange)
         self.current = None
         self.current_upstream = None
-        self._task = None
         if not self.keep_alive or self._codec.must_close:
             self._close()
             return
@@ -338,8 +399,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def _log(self, exchange: DownstreamExchange) -> None:
-        code_class = CODE_CLASS[min(exchange.status // 100, 9)]
-        self._stats.inc("downstream_rq_xx", (*self._labels, code_class))
+        self._rq_xx.add(exchange.status)
         if self._access_log.enabled:
             self._access_log.record(AccessLogEntry.of(exchange, self._listener))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mapmesh.proxy.resilience.breaker import Action, CircuitBreaker, Overflow
 from mapmesh.proxy.stats import Stats
@@ -37,9 +37,13 @@ KEEPALIVE_IDLE = 300.0  # seconds an unused keep-alive connection stays open (Ap
 class EndpointKey:
     address: str
     port: int
+    text: str = field(init=False, compare=False, repr=False)  # "address:port", made once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", f"{self.address}:{self.port}")
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        return self.text
 
 
 class Pool:

@@ -3,7 +3,8 @@
 Names follow Envoy's where one exists (``upstream_rq_total``, ``upstream_rq_retry``,
 ``upstream_cx_overflow`` ...), each with a ``mapmesh_`` prefix and labels for the cluster or
 listener. A metric is declared once, in :data:`METRICS`, with its help text; the hot path
-increments plain integers in a dict keyed by (name, labels) — no objects per request.
+holds :class:`Counter` cells it looked up once (per connection, cluster or listener) and
+adds to them — no dict lookup, tuple or object per request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-__all__ = ["CODE_CLASS", "METRICS", "Stats"]
+__all__ = ["CODE_CLASS", "METRICS", "CodeClassCounter", "Counter", "Stats"]
 
 # name -> (type, help). Every metric the proxy exports is declared here.
 METRICS: dict[str, tuple[str, str]] = {
@@ -20,6 +21,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "downstream_rq_total": ("counter", "Downstream requests received."),
     "downstream_rq_xx": ("counter", "Downstream responses by status class (label code_class)."),
     "downstream_rq_rejected": ("counter", "Requests refused before routing (label reason)."),
+    "ratelimit_over_limit": (
+        "counter",
+        "Requests answered 429 by a rate limit (labels scope gateway_route|listener, name).",
+    ),
     "upstream_rq_total": ("counter", "Requests sent upstream (attempts, retries included)."),
     "upstream_rq_xx": ("counter", "Upstream responses by status class (label code_class)."),
     "upstream_rq_5xx": ("counter", "Upstream responses with a 5xx status."),
@@ -55,24 +60,67 @@ Labels = tuple[tuple[str, str], ...]
 CODE_CLASS: tuple[tuple[str, str], ...] = tuple(("code_class", f"{i}xx") for i in range(10))
 
 
+class Counter:
+    """One time series' value; the hot path does ``cell.value += 1``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class CodeClassCounter:
+    """``name{labels, code_class="2xx"}`` by status: the cell of each class is looked up on
+    its first use (so only classes that occur are exported), then indexed."""
+
+    __slots__ = ("_cells", "_labels", "_name", "_stats")
+
+    def __init__(self, stats: Stats, name: str, labels: Labels) -> None:
+        self._stats = stats
+        self._name = name
+        self._labels = labels
+        self._cells: list[Counter | None] = [None] * 10
+
+    def add(self, status: int) -> None:
+        index = min(status // 100, 9)
+        cell = self._cells[index]
+        if cell is None:
+            cell = self._cells[index] = self._stats.cell(
+                self._name, (*self._labels, CODE_CLASS[index])
+            )
+        cell.value += 1
+
+
 class Stats:
     def __init__(self) -> None:
-        self.values: defaultdict[tuple[str, Labels], int] = defaultdict(int)
+        self.values: dict[tuple[str, Labels], Counter] = {}
+
+    def cell(self, name: str, labels: Labels = ()) -> Counter:
+        """The cell of ``name{labels}``, created at zero: look it up once, add many times."""
+        key = (name, labels)
+        cell = self.values.get(key)
+        if cell is None:
+            cell = self.values[key] = Counter()
+        return cell
+
+    def by_code_class(self, name: str, labels: Labels) -> CodeClassCounter:
+        return CodeClassCounter(self, name, labels)
 
     def inc(self, name: str, labels: Labels = (), by: int = 1) -> None:
-        self.values[(name, labels)] += by
+        self.cell(name, labels).value += by
 
     def set(self, name: str, value: int, labels: Labels = ()) -> None:
-        self.values[(name, labels)] = value
+        self.cell(name, labels).value = value
 
     def get(self, name: str, labels: Labels = ()) -> int:
-        return self.values.get((name, labels), 0)
+        cell = self.values.get((name, labels))
+        return cell.value if cell is not None else 0
 
     def render(self, prefix: str = "mapmesh_") -> str:
         """Prometheus text exposition format 0.0.4."""
         by_name: defaultdict[str, list[tuple[Labels, int]]] = defaultdict(list)
-        for (name, labels), value in self.values.items():
-            by_name[name].append((labels, value))
+        for (name, labels), cell in self.values.items():
+            by_name[name].append((labels, cell.value))
         lines: list[str] = []
         for name in sorted(by_name):
             kind, help_text = METRICS.get(name, ("untyped", ""))

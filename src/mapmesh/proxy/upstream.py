@@ -1,9 +1,11 @@
 """One keep-alive connection to an upstream endpoint, as an asyncio Protocol.
 
-The connection carries one exchange at a time. The router sends a request head (and body)
-and awaits :meth:`UpstreamConnection.response_head`; once it decides to forward the
-response it attaches a :class:`ResponseSink`, and from then on body bytes flow straight from
-``data_received`` into the sink (the downstream connection) without a task in between.
+The connection carries one exchange at a time. The request's forwarding sends a head (and
+body) with :meth:`UpstreamConnection.send`, naming a :class:`ResponseListener` that is
+called back from ``data_received`` with the response head or the failure — no future, no
+task. Once it decides to forward the response it attaches a :class:`ResponseSink`, and from
+then on body bytes flow straight from ``data_received`` into the sink (the downstream
+connection).
 When the response ends and the codec says the connection can carry another request, the
 connection goes back to its pool; otherwise it closes.
 
@@ -54,6 +56,14 @@ class ResponseSink(Protocol):
     def abort(self, reason: str, flag: str) -> None: ...
 
 
+class ResponseListener(Protocol):
+    """Who waits for the response head of the request in flight (the forwarding)."""
+
+    def on_response_head(self, conn: UpstreamConnection, response: ResponseHead) -> None: ...
+
+    def on_upstream_failure(self, conn: UpstreamConnection, failure: UpstreamFailure) -> None: ...
+
+
 ExchangeEnd = Callable[["UpstreamConnection", bool], None]
 
 
@@ -68,9 +78,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_exchange_end = on_exchange_end
         self._on_close = on_close
         self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()  # kept: each lookup costs a getpid()
-        self._head: asyncio.Future[ResponseHead] | None = None
+        self._listener: ResponseListener | None = None
+        self._head_delivered = False  # body events wait for a sink from here on
         self._sink: ResponseSink | None = None
+        self._draining = False
         self._in_exchange = False
         self.closed = False
         self.closed_locally = False
@@ -96,8 +107,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         detail = str(exc) if exc else "upstream closed the connection"
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(UpstreamFailure("reset", detail))
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener.on_upstream_failure(self, UpstreamFailure("reset", detail))
         if self._sink is not None:
             sink, self._sink = self._sink, None
             sink.abort("upstream connection lost mid-response", "UPE")
@@ -111,8 +123,9 @@ class UpstreamConnection(asyncio.Protocol):
         """Idle and able to carry a request (the upstream may have closed it meanwhile)."""
         return not self.closed and not self._in_exchange and self._codec.reusable
 
-    def send(self, method: bytes, data: bytes) -> asyncio.Future[ResponseHead]:
-        """Start an exchange: write the request head (and any body bytes already known)."""
+    def send(self, method: bytes, data: bytes, listener: ResponseListener) -> None:
+        """Start an exchange: write the request head (and any body bytes already known);
+        ``listener`` hears about the response head or the failure, exactly once."""
         assert self.transport is not None
         if not self.usable:
             raise UpstreamFailure("reset", "the upstream closed the pooled connection")
@@ -121,9 +134,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_timeout = None
         self.last_activity = time.monotonic()
         self.requests += 1
-        self._head = self._loop.create_future()
+        self._listener = listener
+        self._head_delivered = False
         self.transport.write(data)
-        return self._head
 
     def send_body(self, data: bytes) -> None:
         assert self.transport is not None
@@ -133,12 +146,14 @@ class UpstreamConnection(asyncio.Protocol):
     def forward_to(self, sink: ResponseSink) -> None:
         """Stream the rest of the response (body, end) into ``sink``."""
         self._sink = sink
+        self._head_delivered = False
         self._drain_events()
 
     def discard(self) -> None:
         """Drop the exchange (its response is not forwarded); never reuse the connection."""
         self._sink = None
-        self._head = None
+        self._listener = None
+        self._head_delivered = False
         self._end_exchange(False)
         self.close()
 
@@ -158,16 +173,31 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _drain_events(self) -> None:
+        # Re-entrant calls (a listener or sink calling back into this connection) return at
+        # once: the loop below picks up whatever they changed.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            self._drain()
+        finally:
+            self._draining = False
+
+    def _drain(self) -> None:
         codec = self._codec
         while True:
-            if self._head is not None and self._head.done() and self._sink is None:
-                return  # the head is out; body events wait until a sink is attached
+            if self._head_delivered:
+                return  # body events wait until a sink is attached (or the exchange dropped)
             event = codec.next_event()
             if event is None:
                 return
             if isinstance(event, ResponseHead):
-                if self._head is not None and not self._head.done():
-                    self._head.set_result(event)
+                listener, self._listener = self._listener, None
+                if listener is not None:
+                    self._head_delivered = True
+                    listener.on_response_head(self, event)
+                    if self.closed:
+                        return  # discarded: nothing more of this response matters
                 continue
             if isinstance(event, Body):
                 if self._sink is not None:
@@ -184,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
                 continue
 
     def _finish(self, end: EndBody) -> None:
-        sink, self._sink, self._head = self._sink, None, None
+        sink, self._sink = self._sink, None
         reusable = self._codec.reusable and not self.closed
         self._end_exchange(reusable)
         if sink is not None:
@@ -193,8 +223,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
 
     def _fail(self, failure: UpstreamFailure) -> None:
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(failure)
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener.on_upstream_failure(self, failure)
         elif self._sink is not None:
             sink, self._sink = self._sink, None
             sink.abort(failure.detail, "UT" if failure.kind == "timeout" else "UPE")

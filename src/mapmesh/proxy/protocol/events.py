@@ -32,6 +32,7 @@ __all__ = [
     "ProtocolError",
     "RequestHead",
     "ResponseHead",
+    "split_fields",
 ]
 
 Fields = list[tuple[bytes, bytes]]
@@ -57,7 +58,38 @@ class Event:
         return f"{type(self).__name__}({shown})"
 
 
-class RequestHead(Event):
+class _Head(Event):
+    """Shared by message heads: ``headers`` is parsed from ``raw_headers`` only when read.
+
+    The codecs validate every field line (llhttp) and pick out the few fields they act on
+    without building the list, so a request that is forwarded untouched never pays for it.
+    """
+
+    __slots__ = ()
+    _headers: Fields | None
+    raw_headers: bytes
+
+    @property
+    def headers(self) -> Fields:
+        fields = self._headers
+        if fields is None:
+            fields = split_fields(self.raw_headers)
+            self._headers = fields  # type: ignore[misc]  # the slot is declared by subclasses
+        return fields
+
+
+def split_fields(block: bytes) -> Fields:
+    """``(name, value)`` pairs of a validated field block (lines ending CRLF); values
+    without surrounding whitespace."""
+    fields: Fields = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            fields.append((name, value.strip(b" \t")))
+    return fields
+
+
+class RequestHead(_Head):
     """A request's line and header block, as received from downstream.
 
     - ``method``, ``target``: exactly as in the request line (``target`` may be origin-form
@@ -76,16 +108,17 @@ class RequestHead(Event):
     - ``expect_continue``: the client waits for ``100 Continue`` before sending the body.
     - ``upgrade``: the ``Upgrade`` value when the client asked to switch protocols (the
       codec forwards such requests as plain requests unless the router does something else).
-    - ``request_id``: the ``x-request-id`` the client sent, if any.
+    - ``request_id``: the ``x-request-id`` the client sent, if any; ``traceparent``: the
+      W3C trace context it sent, if any.
     """
 
     __slots__ = (
+        "_headers",
         "authority",
         "chunked",
         "content_length",
         "expect_continue",
         "forward_headers",
-        "headers",
         "http_version",
         "keep_alive",
         "method",
@@ -93,6 +126,7 @@ class RequestHead(Event):
         "raw_headers",
         "request_id",
         "target",
+        "traceparent",
         "upgrade",
     )
     _fields = (
@@ -110,6 +144,7 @@ class RequestHead(Event):
         "expect_continue",
         "upgrade",
         "request_id",
+        "traceparent",
     )
 
     def __init__(
@@ -119,7 +154,7 @@ class RequestHead(Event):
         path: bytes,
         authority: bytes | None,
         http_version: str,
-        headers: Fields,
+        headers: Fields | None,
         raw_headers: bytes,
         forward_headers: bytes,
         keep_alive: bool,
@@ -128,13 +163,14 @@ class RequestHead(Event):
         expect_continue: bool = False,
         upgrade: bytes | None = None,
         request_id: bytes | None = None,
+        traceparent: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
         self.path = path
         self.authority = authority
         self.http_version = http_version
-        self.headers = headers
+        self._headers = headers
         self.raw_headers = raw_headers
         self.forward_headers = forward_headers
         self.keep_alive = keep_alive
@@ -143,26 +179,29 @@ class RequestHead(Event):
         self.expect_continue = expect_continue
         self.upgrade = upgrade
         self.request_id = request_id
+        self.traceparent = traceparent
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
 
-class InformationalResponse(Event):
+class InformationalResponse(_Head):
     """A 1xx response (100 Continue, 102, 103 Early Hints) that precedes the real one."""
 
-    __slots__ = ("headers", "raw_headers", "reason", "status")
+    __slots__ = ("_headers", "raw_headers", "reason", "status")
     _fields = ("status", "reason", "headers", "raw_headers")
 
-    def __init__(self, status: int, reason: bytes, headers: Fields, raw_headers: bytes) -> None:
+    def __init__(
+        self, status: int, reason: bytes, headers: Fields | None, raw_headers: bytes
+    ) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self._headers = headers
         self.raw_headers = raw_headers
 
 
-class ResponseHead(Event):
+class ResponseHead(_Head):
     """A response's status line and header block, as received from upstream.
 
     ``headers`` / ``raw_headers`` / ``forward_headers`` as in :class:`RequestHead`.
@@ -173,11 +212,11 @@ class ResponseHead(Event):
     """
 
     __slots__ = (
+        "_headers",
         "chunked",
         "content_length",
         "forward_headers",
         "has_body",
-        "headers",
         "http_version",
         "keep_alive",
         "raw_headers",
@@ -202,7 +241,7 @@ class ResponseHead(Event):
         status: int,
         reason: bytes,
         http_version: str,
-        headers: Fields,
+        headers: Fields | None,
         raw_headers: bytes,
         forward_headers: bytes,
         keep_alive: bool,
@@ -213,7 +252,7 @@ class ResponseHead(Event):
         self.status = status
         self.reason = reason
         self.http_version = http_version
-        self.headers = headers
+        self._headers = headers
         self.raw_headers = raw_headers
         self.forward_headers = forward_headers
         self.keep_alive = keep_alive

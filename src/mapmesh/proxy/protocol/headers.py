@@ -53,7 +53,8 @@ _KNOWN_OPTIONS = HOP_BY_HOP | _PROTECTED
 # colon, bare LF and obs-fold, so this cannot be fooled by a line that llhttp read otherwise).
 _SPECIAL = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection"
-    rb"|te|trailer|upgrade|expect|x-request-id|transfer_encoding|content_length):[ \t]*([^\r]*)",
+    rb"|te|trailer|upgrade|expect|x-request-id|traceparent|transfer_encoding|content_length)"
+    rb":[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
 # A match runs from the CRLF before the line to the line's end: the line plus its own CRLF
@@ -86,6 +87,7 @@ class FieldScan:
         "hosts",
         "request_id",
         "spans",
+        "traceparent",
         "transfer_encoding",
         "upgrade",
     )
@@ -97,6 +99,7 @@ class FieldScan:
         self.connection: set[bytes] = set()
         self.expect: bytes | None = None
         self.request_id: bytes | None = None
+        self.traceparent: bytes | None = None
         self.upgrade: bytes | None = None
         self.spans: list[tuple[int, int]] = []
         self.ambiguous = False
@@ -121,6 +124,8 @@ def scan_head(head: bytes, start: int) -> FieldScan:
             scan.content_length = value
         elif name == b"x-request-id":
             scan.request_id = value
+        elif name == b"traceparent":
+            scan.traceparent = value
         elif name == b"expect":
             scan.expect = value.lower()
         else:

@@ -50,7 +50,6 @@ from mapmesh.proxy.protocol.events import (
     Body,
     EndBody,
     Event,
-    Fields,
     ProtocolError,
     RequestHead,
     ResponseHead,
@@ -88,34 +87,25 @@ Step = Callable[[], Event | None]
 
 
 class HeadCallbacks:
-    """The httptools protocol object: collects what llhttp reports while parsing one head."""
+    """The httptools protocol object: what llhttp reports while parsing one head.
 
-    __slots__ = ("done", "headers", "message_done", "status", "url")
+    It has no ``on_header``: llhttp still validates every field line, but no Python call
+    is made per field (the codec reads the few fields it acts on with one regex pass, and
+    the full list is built only if someone asks for ``headers``).
+    """
+
+    __slots__ = ("done", "message_done", "url")
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.url = b""
-        self.status = b""
-        self.headers: Fields = []
         self.done = False
         self.message_done = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-
-    def on_status(self, status: bytes) -> None:
-        self.status += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))  # llhttp strips leading OWS, not trailing
-
-    def fields(self, head: bytes) -> Fields:
-        """The fields, trailing whitespace removed (rarely any: checked in C first)."""
-        if b" \r\n" in head or b"\t\r\n" in head:
-            return [(name, value.rstrip(b" \t")) for name, value in self.headers]
-        return self.headers
 
     def on_headers_complete(self) -> None:
         self.done = True
@@ -395,30 +385,28 @@ def request_head_bytes(
     method: bytes | None = None,
     target: bytes | None = None,
     host: bytes | None = None,
-    request_id: bytes | None = None,
-    extra: Iterable[tuple[bytes, bytes]] = (),
+    added: bytes = b"",
 ) -> bytes:
     """The upstream request head for ``head``, as one bytes object.
 
     ``method`` / ``target`` replace the request line's (``target`` defaults to ``head.path``,
     so absolute-form becomes origin-form); ``host`` replaces the ``Host`` line (a rewrite);
-    ``request_id`` is added as ``x-request-id`` only when the client sent none; ``extra``
-    fields (``traceparent``, ``x-forwarded-for``…) are appended. The rest of the block is
-    ``head.forward_headers`` untouched. The request always goes out as HTTP/1.1; when
-    ``head.chunked`` the caller must send the body through :func:`encode_chunk`.
+    ``added`` is field lines the proxy adds (``x-request-id``, ``traceparent``…, already
+    encoded with :func:`~.headers.encode_fields` or from trusted values). The rest of the
+    block is ``head.forward_headers`` untouched. The request always goes out as HTTP/1.1;
+    when ``head.chunked`` the caller must send the body through :func:`encode_chunk`.
     """
     block = head.forward_headers
     if host is not None:
         block = replace_field(block, b"host", host)
-    parts = [method or head.method, b" ", target or head.path, b" HTTP/1.1\r\n", block]
-    if request_id is not None and head.request_id is None:
-        parts.append(encode_fields(((b"x-request-id", request_id),)))
-    if extra:
-        parts.append(encode_fields(extra))
     if head.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        added += b"transfer-encoding: chunked\r\n"
+    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (
+        method or head.method,
+        target or head.path,
+        block,
+        added,
+    )
 
 
 class ResponsePlan:

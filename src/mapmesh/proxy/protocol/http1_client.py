@@ -124,9 +124,7 @@ class Http1ClientCodec(FramingReader):
         if status < 200:
             if status == 101:
                 return self._fail(502, "upstream switched protocols unasked")
-            return InformationalResponse(
-                status, callbacks.status, callbacks.fields(head), raw_headers
-            )
+            return InformationalResponse(status, _reason(head, line_end), None, raw_headers)
 
         scan = scan_head(head, line_end)
         chunked = False
@@ -157,9 +155,9 @@ class Http1ClientCodec(FramingReader):
             self._start_body(0, False)
         return ResponseHead(
             status,
-            callbacks.status,
+            _reason(head, line_end),
             http_version,
-            callbacks.fields(head),
+            None,
             raw_headers,
             forward_headers,
             keep_alive,
@@ -176,3 +174,8 @@ class Http1ClientCodec(FramingReader):
         if self.buffered:  # bytes beyond the response: reported by the next pull, as when
             self.must_close = True  # they arrive in a later read
         self._step = self._read_head
+
+
+def _reason(head: bytes, line_end: int) -> bytes:
+    """The reason phrase of a status line llhttp accepted (``HTTP/1.1 200 OK``)."""
+    return head[13:line_end] if line_end > 13 else b""

@@ -146,7 +146,7 @@ class Http1ServerCodec(FramingReader):
             path,
             authority,
             http_version,
-            callbacks.fields(head),
+            None,
             raw_headers,
             forward_headers,
             keep_alive,
@@ -155,6 +155,7 @@ class Http1ServerCodec(FramingReader):
             http11 and scan.expect == b"100-continue",
             scan.upgrade if b"upgrade" in connection else None,
             scan.request_id,
+            scan.traceparent,
         )
 
     def _message_done(self) -> None:
