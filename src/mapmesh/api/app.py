@@ -23,6 +23,7 @@ from mapmesh.api.appmesh import SPEC_NAME as APPMESH_SPEC
 from mapmesh.api.appmesh import appmesh_handlers
 from mapmesh.api.awsrpc import CBOR, JSON11, WireCodec, WireError, region_from_authorization
 from mapmesh.api.cloudmap import HANDLERS
+from mapmesh.api.extensions import extension_routes
 from mapmesh.api.restjson import RestJsonApi
 from mapmesh.api.spec import ValidationFailed, load_spec
 from mapmesh.api.xds import stream_routes
@@ -145,5 +146,6 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             *appmesh.routes(),
             *stream_routes(snapshots),
+            *extension_routes(mesh),
         ]
     )

@@ -14,6 +14,9 @@ all is :class:`~mapmesh.cli.client.EndpointUnreachable`.
 
 The helpers below the wire level (:meth:`AppMeshClient.describe`, :meth:`~AppMeshClient.create`
 …) take a :class:`~mapmesh.mesh.kinds.ResourceId`, so one code path serves all seven kinds.
+:meth:`~AppMeshClient.extensions` and :meth:`~AppMeshClient.set_extensions` are not App Mesh:
+they speak mapmesh's native ``/v1/extensions`` endpoint on the same port, for the settings App
+Mesh has no member for (:mod:`mapmesh.mesh.extensions`).
 """
 
 from __future__ import annotations
@@ -137,6 +140,47 @@ class AppMeshClient(HttpEndpoint):
 
     def untag(self, arn: str, keys: list[str]) -> None:
         self.call("UntagResource", resourceArn=arn, tagKeys=keys)
+
+    # -- mapmesh extensions (native endpoint) --------------------------------------------
+
+    def extensions(self, rid: ResourceId) -> dict[str, Any]:
+        """The resource's mapmesh extensions (``{}`` when none)."""
+        return self._extensions("GET", rid, None)
+
+    def set_extensions(self, rid: ResourceId, extensions: dict[str, Any]) -> dict[str, Any]:
+        """Replace the resource's extensions (``{}`` removes them); the stored result."""
+        return self._extensions("PUT", rid, {"extensions": extensions})
+
+    def _extensions(
+        self, method: str, rid: ResourceId, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        kind = KINDS[rid.kind]
+        query = {"mesh": rid.mesh}
+        if kind.parent is not None and rid.parent is not None:
+            query[kind.parent] = rid.parent
+        query[rid.kind] = rid.name
+        request = urllib.request.Request(
+            f"{self.endpoint}/v1/extensions?{urllib.parse.urlencode(query)}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Content-Type": "application/json", "User-Agent": "mapmesh-cli"},
+        )
+        operation = "GetExtensions" if method == "GET" else "PutExtensions"
+        status, _, payload = self._exchange(request)
+        result = _decode(payload)
+        if status < 300 and result is not None and isinstance(result.get("extensions"), dict):
+            extensions: dict[str, Any] = result["extensions"]
+            return extensions
+        if result is not None and result.get("code"):
+            raise ApiError(str(result["code"]), str(result.get("message", "")), status, operation)
+        snippet = payload[:120].decode(errors="replace").strip() or "empty body"
+        raise ApiError(
+            "UnexpectedResponse",
+            f"the endpoint answered HTTP {status} ({snippet!r}) to /v1/extensions, which is "
+            "not a mapmesh answer",
+            status,
+            operation,
+        )
 
 
 def _data(result: dict[str, Any], member: str) -> dict[str, Any]:

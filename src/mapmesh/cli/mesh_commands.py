@@ -227,6 +227,7 @@ class _Run:
 def _live(client: AppMeshClient, document: Document) -> tuple[Change, dict[str, Any] | None]:
     """The plan for ``document`` and the server's data for it (None: it does not exist)."""
     from mapmesh.cli.meshfile import plan, tags_from_wire
+    from mapmesh.mesh.extensions import SUPPORTED
 
     try:
         data = client.describe(document.id)
@@ -237,7 +238,8 @@ def _live(client: AppMeshClient, document: Document) -> tuple[Change, dict[str, 
     tags = None
     if document.tags is not None:
         tags = tags_from_wire(client.tags(str(data["metadata"]["arn"])))
-    return plan(document, data.get("spec") or {}, tags), data
+    extensions = client.extensions(document.id) if document.id.kind in SUPPORTED else None
+    return plan(document, data.get("spec") or {}, tags, extensions), data
 
 
 def _carry_out(
@@ -249,9 +251,14 @@ def _carry_out(
     document = change.document
     if change.action is Action.CREATE or data is None:
         tags = tags_to_wire(document.tags) if document.tags else None
-        return client.create(document.id, document.spec, tags)
+        data = client.create(document.id, document.spec, tags)
+        if document.extensions:
+            client.set_extensions(document.id, document.extensions)
+        return data
     if change.spec_changed:
         data = client.update(document.id, document.spec)
+    if change.extensions_changed:  # after the spec: a listener's limit needs its listener
+        client.set_extensions(document.id, document.extensions)
     arn = str(data["metadata"]["arn"])
     if change.tags_to_set:
         client.tag(arn, tags_to_wire(change.tags_to_set))
@@ -501,6 +508,7 @@ def get(
 ) -> None:
     """List resources of a kind, or show one."""
     from mapmesh.cli.meshfile import document_from_data, dump_documents, tags_from_wire
+    from mapmesh.mesh.extensions import SUPPORTED
     from mapmesh.mesh.kinds import ResourceId
 
     with _exits():
@@ -519,7 +527,12 @@ def get(
                     items if name is not None else [client.describe(_rid(kind, i)) for i in items]
                 )
                 documents = [
-                    document_from_data(kind, d, tags_from_wire(client.tags(d["metadata"]["arn"])))
+                    document_from_data(
+                        kind,
+                        d,
+                        tags_from_wire(client.tags(d["metadata"]["arn"])),
+                        client.extensions(_rid(kind, d)) if kind.name in SUPPORTED else None,
+                    )
                     for d in datas
                 ]
         except ApiError as exc:

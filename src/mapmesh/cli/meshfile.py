@@ -9,6 +9,12 @@ A mesh file holds one resource per YAML document, in the App Mesh API's own shap
     spec: {...}                # the <Kind>Spec of the API, camelCase
     tags: {team: core}         # optional; when present, the resource's complete tag set
 
+mapmesh extensions (:mod:`mapmesh.mesh.extensions`) are written inside the spec, where they
+apply — ``rateLimit`` on a GatewayRoute's spec and on a VirtualNode's listeners — and split
+off when the file is parsed (:func:`split_extensions`): the App Mesh API gets the spec
+without them, the native ``/v1/extensions`` endpoint gets them. :func:`merge_extensions`
+puts them back for diffs and ``get -o yaml``.
+
 Theory of operation (``mapmesh apply|diff|delete`` drive it; this module decides, they call):
 
 1. *Parse* (:func:`parse`): each document becomes a :class:`Document` or a
@@ -41,8 +47,10 @@ from enum import StrEnum
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from mapmesh.api.spec import ValidationFailed, load_spec
+from mapmesh.mesh.extensions import SUPPORTED, Extensions, RateLimit, describe_error
 from mapmesh.mesh.kinds import KINDS, KINDS_BY_TITLE, Kind, ResourceId
 
 __all__ = [
@@ -60,9 +68,11 @@ __all__ = [
     "dump_documents",
     "field_path",
     "label",
+    "merge_extensions",
     "normalized_spec",
     "parse",
     "plan",
+    "split_extensions",
     "tags_from_wire",
     "tags_to_wire",
 ]
@@ -126,6 +136,8 @@ class Document:
     tags: dict[str, str] | None  # None: the file leaves the resource's tags alone
     source: Source
     lines: Mapping[str, int] = field(default_factory=dict, repr=False)
+    # mapmesh extensions, canonical wire form ({} when the file sets none)
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> Kind:
@@ -259,9 +271,82 @@ def _document(value: object, source: Source, lines: dict[str, int]) -> Document:
     if not isinstance(spec, dict):
         raise fail(f"spec: must be a mapping, not a {_yaml_type(spec)}", "spec")
     tags = _tags(value.get("tags"), fail)
-    document = Document(ResourceId(kind.name, mesh, parent, name), spec, tags, source, lines)
-    _check_against_model(document)
-    return document
+    written = spec
+    spec, extensions = split_extensions(kind.name, written)
+    rid = ResourceId(kind.name, mesh, parent, name)
+    _check_against_model(Document(rid, spec, tags, source, lines))
+    extensions = _checked_extensions(kind, written, extensions, fail)
+    return Document(rid, spec, tags, source, lines, extensions)
+
+
+def split_extensions(kind: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the App Mesh spec, the extensions' wire form) of a spec as written in a mesh file."""
+    spec = dict(spec)
+    extensions: dict[str, Any] = {}
+    if "rateLimit" in SUPPORTED.get(kind, ()) and "rateLimit" in spec:
+        extensions["rateLimit"] = spec.pop("rateLimit")
+    listeners = spec.get("listeners")
+    if "listeners" in SUPPORTED.get(kind, ()) and isinstance(listeners, list):
+        limited: list[dict[str, Any]] = []
+        plain: list[Any] = []
+        for listener in listeners:
+            if isinstance(listener, dict) and "rateLimit" in listener:
+                listener = dict(listener)
+                mapping = listener.get("portMapping")
+                port = mapping.get("port") if isinstance(mapping, dict) else None
+                limited.append({"port": port, "rateLimit": listener.pop("rateLimit")})
+            plain.append(listener)
+        spec["listeners"] = plain
+        if limited:
+            extensions["listeners"] = limited
+    return spec, extensions
+
+
+def merge_extensions(
+    kind: str, spec: Mapping[str, Any], extensions: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The spec as a mesh file writes it: ``spec`` with ``extensions`` put back in place."""
+    merged = dict(spec)
+    if "rateLimit" in SUPPORTED.get(kind, ()) and extensions.get("rateLimit"):
+        merged["rateLimit"] = extensions["rateLimit"]
+    by_port = {
+        entry.get("port"): entry["rateLimit"]
+        for entry in extensions.get("listeners") or ()
+        if entry.get("rateLimit")
+    }
+    written = spec.get("listeners")
+    if "listeners" in SUPPORTED.get(kind, ()) and by_port and isinstance(written, list):
+        listeners = []
+        for listener in written:
+            mapping = listener.get("portMapping") if isinstance(listener, dict) else None
+            port = mapping.get("port") if isinstance(mapping, dict) else None
+            if port in by_port:
+                listener = {**listener, "rateLimit": by_port[port]}
+            listeners.append(listener)
+        merged["listeners"] = listeners
+    return merged
+
+
+def _checked_extensions(
+    kind: Kind, written: Mapping[str, Any], extensions: dict[str, Any], fail: _Where
+) -> dict[str, Any]:
+    """The extensions' canonical wire form; errors point at the ``rateLimit`` as written."""
+    blocks: list[tuple[str, Any]] = []
+    if "rateLimit" in extensions:
+        blocks.append(("spec.rateLimit", extensions["rateLimit"]))
+    if "listeners" in extensions:
+        for i, listener in enumerate(written.get("listeners") or ()):
+            if isinstance(listener, dict) and "rateLimit" in listener:
+                blocks.append((f"spec.listeners[{i}].rateLimit", listener["rateLimit"]))
+    for path, block in blocks:
+        try:
+            RateLimit.model_validate(block)
+        except ValidationError as exc:
+            raise fail(f"{describe_error(exc, path)} (a mapmesh extension)", path) from None
+    try:
+        return Extensions.from_wire(extensions).wire()
+    except ValidationError as exc:
+        raise fail(describe_error(exc, f"{kind.title} extensions")) from None
 
 
 def _kind(value: object, fail: _Where) -> Kind:
@@ -326,6 +411,11 @@ def _check_against_model(document: Document) -> None:
         path = field_path(text)
         if path is not None:
             text += f" (see {kind.title}Spec in the App Mesh API reference)"
+        if "rateLimit" in text:
+            text += (
+                "; rateLimit, a mapmesh extension, goes on a GatewayRoute's spec or a "
+                "VirtualNode's listeners"
+            )
         line = document.line_of(path or text.split(":", 1)[0])
         raise MeshFileError(document.source, text, line) from None
 
@@ -420,14 +510,20 @@ class Change:
     tags_to_set: dict[str, str]
     tags_to_remove: tuple[str, ...]
     live_tags: dict[str, str] | None = None
+    extensions_changed: bool = False
+    live_extensions: dict[str, Any] = field(default_factory=dict)
 
     def diff(self) -> str:
-        """A unified diff from the live resource to the file's (empty when unchanged)."""
+        """A unified diff from the live resource to the file's (empty when unchanged);
+        extensions are shown inside the specs, where the file writes them."""
         if self.action is Action.UNCHANGED:
             return ""
         document = self.document
-        after: dict[str, Any] = {"spec": self.desired}
-        before: dict[str, Any] | None = None if self.live is None else {"spec": self.live}
+        kind = document.id.kind
+        after: dict[str, Any] = {"spec": merge_extensions(kind, self.desired, document.extensions)}
+        before: dict[str, Any] | None = None
+        if self.live is not None:
+            before = {"spec": merge_extensions(kind, self.live, self.live_extensions)}
         if document.tags is not None:
             after["tags"] = document.tags
             if before is not None:
@@ -452,12 +548,17 @@ def plan(
     document: Document,
     live_spec: Mapping[str, Any] | None,
     live_tags: Mapping[str, str] | None = None,
+    live_extensions: Mapping[str, Any] | None = None,
 ) -> Change:
-    """Compare the file's resource with the server's (``live_spec`` None: it is missing)."""
+    """Compare the file's resource with the server's (``live_spec`` None: it is missing).
+
+    The file's extensions are the complete set, like its spec: one the file leaves out is
+    removed."""
     kind = document.id.kind
     desired = normalized_spec(kind, document.spec)
     if live_spec is None:
-        return Change(document, Action.CREATE, desired, None, True, {}, ())
+        extended = bool(document.extensions)
+        return Change(document, Action.CREATE, desired, None, True, {}, (), None, extended)
     live = normalized_spec(kind, live_spec)
     spec_changed = desired != live
     to_set: dict[str, str] = {}
@@ -466,9 +567,22 @@ def plan(
     if document.tags is not None:
         to_set = {k: v for k, v in document.tags.items() if current.get(k) != v}
         to_remove = tuple(sorted(k for k in current if k not in document.tags))
-    changed = spec_changed or bool(to_set) or bool(to_remove)
+    live_ext = Extensions.from_wire(live_extensions).wire() if live_extensions else {}
+    extensions_changed = document.extensions != live_ext
+    changed = spec_changed or bool(to_set) or bool(to_remove) or extensions_changed
     action = Action.UPDATE if changed else Action.UNCHANGED
-    return Change(document, action, desired, live, spec_changed, to_set, to_remove, current)
+    return Change(
+        document,
+        action,
+        desired,
+        live,
+        spec_changed,
+        to_set,
+        to_remove,
+        current,
+        extensions_changed,
+        live_ext,
+    )
 
 
 # -- rendering back to files --------------------------------------------------------------
@@ -483,16 +597,20 @@ def tags_from_wire(tags: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def document_from_data(
-    kind: Kind, data: Mapping[str, Any], tags: Mapping[str, str] | None = None
+    kind: Kind,
+    data: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A mesh-file document from a ``<Kind>Data`` answer (``DescribeVirtualNode``'s)."""
+    """A mesh-file document from a ``<Kind>Data`` answer (``DescribeVirtualNode``'s), with
+    the resource's extensions written into its spec."""
     document: dict[str, Any] = {"kind": kind.title}
     if kind.name != "mesh":
         document["mesh"] = data["meshName"]
     if kind.parent is not None and kind.parent_field is not None:
         document[kind.parent] = data[kind.parent_field]
     document["name"] = data[kind.name_field]
-    document["spec"] = data.get("spec") or {}
+    document["spec"] = merge_extensions(kind.name, data.get("spec") or {}, extensions or {})
     if tags:
         document["tags"] = dict(tags)
     return document

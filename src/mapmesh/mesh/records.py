@@ -1,12 +1,13 @@
-"""A stored App Mesh resource: its identity, spec, metadata, status and tags."""
+"""A stored App Mesh resource: its identity, spec, metadata, status, tags and extensions."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from mapmesh.mesh.extensions import Extensions
 from mapmesh.mesh.kinds import KINDS, ResourceId
 from mapmesh.model.appmesh import AppMeshModel
 
@@ -37,7 +38,12 @@ class ResourceMetadata(BaseModel):
 
 
 class MeshResource(BaseModel):
-    """One resource as stored. ``spec`` is the wire dict; :meth:`typed_spec` parses it."""
+    """One resource as stored. ``spec`` is the wire dict; :meth:`typed_spec` parses it.
+
+    ``extensions`` (mapmesh's own settings, :mod:`mapmesh.mesh.extensions`) sit beside the
+    spec, never in it, so App Mesh answers (:meth:`data`, :meth:`ref`) cannot carry them.
+    Left out of the stored JSON when None, so records without any keep their bytes.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -50,6 +56,7 @@ class MeshResource(BaseModel):
     status: str = "ACTIVE"
     tags: tuple[tuple[str, str], ...] = ()
     client_token: str | None = None
+    extensions: Extensions | None = Field(default=None, exclude_if=lambda e: e is None)
 
     @property
     def id(self) -> ResourceId:

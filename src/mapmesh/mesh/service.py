@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mapmesh.core.context import CallerContext
+from mapmesh.mesh.extensions import Extensions, check_extensions
 from mapmesh.mesh.kinds import KINDS, ResourceId
 from mapmesh.mesh.records import MeshResource, ResourceMetadata
 from mapmesh.mesh.validation import check_spec, references, referrers
@@ -205,6 +206,36 @@ class MeshService:
                 "ConflictException", f"{resource.id} or a resource it references changed; retry"
             )
         await self.view.wait_for(result.revision)
+
+    # -- extensions ----------------------------------------------------------------------
+
+    def extensions_of(self, rid: ResourceId) -> Extensions:
+        """The resource's mapmesh extensions (empty when it has none)."""
+        return self.describe(rid).extensions or Extensions()
+
+    async def set_extensions(self, rid: ResourceId, extensions: Extensions) -> MeshResource:
+        """Replace the resource's extensions (empty: remove them).
+
+        Checked against the stored spec (a listener's port must exist). Like tags, this
+        leaves the App Mesh ``version`` alone: the spec did not change.
+        """
+        self.describe(rid)
+        kv = await self._store.get(rid.key)
+        if kv is None:
+            raise _not_found(rid)
+        stored = MeshResource.model_validate_json(kv.value)
+        problems = check_extensions(rid.kind, extensions, stored.spec)
+        if problems:
+            raise MeshError("BadRequestException", "; ".join(problems))
+        resource = stored.model_copy(
+            update={"extensions": None if extensions.empty else extensions}
+        )
+        put = Put(rid.key, resource.model_dump_json().encode())
+        result = await self._store.txn([Compare(rid.key, kv.mod_revision)], [put])
+        if not result.succeeded:
+            raise MeshError("ConflictException", f"{rid} changed while setting extensions; retry")
+        await self.view.wait_for(result.revision)
+        return resource
 
     # -- tags ----------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ __all__ = [
     "Provider",
     "ProxyKind",
     "QueryMatch",
+    "RateLimit",
     "Resolved",
     "RetryPolicy",
     "Rewrite",
@@ -177,6 +178,20 @@ class ClientTls(Resolved):
     validation: TlsValidation
 
 
+class RateLimit(Resolved):
+    """A token bucket (a mapmesh extension, not App Mesh's): ``burst`` tokens at most, refilled
+    continuously at ``requests`` per ``per_ms``; each request takes one or is answered 429.
+    Every proxy process keeps its own bucket."""
+
+    requests: int
+    per_ms: int
+    burst: int
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class AccessLog(Resolved):
     """``format`` default is mapmesh's own text line; ``text`` a pattern; ``json`` the
     ``json_fields`` (key, pattern) pairs in configured order."""
@@ -197,6 +212,8 @@ class Listener(Resolved):
     outlier_detection: OutlierDetection | None
     health_check: HealthCheck | None
     tls: ListenerTls | None
+    # Left out of the encoding when None, so snapshots without one keep their bytes.
+    rate_limit: RateLimit | None = Field(default=None, exclude_if=_is_none)
 
 
 # -- matching ------------------------------------------------------------------------------
@@ -331,6 +348,7 @@ class GatewayRoute(Resolved):
     rewrite: Rewrite
     virtual_service: str
     port: int | None
+    rate_limit: RateLimit | None = Field(default=None, exclude_if=_is_none)
 
 
 # -- clusters ------------------------------------------------------------------------------

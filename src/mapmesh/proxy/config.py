@@ -4,7 +4,8 @@
 built, clusters bound. Applying a snapshot builds a new config and swaps one reference, so a
 request in flight finishes on the config it started with. Cluster runtimes are reused across
 configs when their policies are unchanged — pools, breaker counts and outlier history carry
-over; only endpoints are reconciled.
+over; only endpoints are reconciled. Rate limiters likewise keep their buckets while their
+limit is unchanged (:class:`RateLimiterSet`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,76 @@ from dataclasses import dataclass, field
 from mapmesh.model import snapshot
 from mapmesh.model.snapshot import Route, Snapshot
 from mapmesh.proxy.cluster import ClusterRuntime, policy_key
+from mapmesh.proxy.resilience.ratelimit import TokenBucket, retry_after
 from mapmesh.proxy.resilience.retry import RetryPolicy
 from mapmesh.proxy.route import CompiledGatewayRoutes, OutboundRoutes
 from mapmesh.proxy.stats import Stats
 
-__all__ = ["PASSTHROUGH_TIMEOUTS", "ClusterSet", "ProxyConfig", "build_config"]
+__all__ = [
+    "NO_RATE_LIMIT",
+    "PASSTHROUGH_TIMEOUTS",
+    "ClusterSet",
+    "ProxyConfig",
+    "RateLimiter",
+    "RateLimiterSet",
+    "Throttled",
+    "Unlimited",
+    "build_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A request over its rate limit: the reason (the 429's body) and its ``Retry-After``."""
+
+    reason: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+class RateLimiter:
+    """One rate limit as the router meets it: :meth:`check` takes a token from the bucket, or
+    counts ``ratelimit_over_limit`` and says what to answer."""
+
+    __slots__ = ("_clock", "_labels", "_reason", "_stats", "bucket", "policy")
+
+    def __init__(
+        self,
+        policy: snapshot.RateLimit,
+        what: str,
+        labels: tuple[tuple[str, str], ...],
+        stats: Stats,
+        clock: Callable[[], float],
+    ) -> None:
+        self.policy = policy
+        self.bucket = TokenBucket(policy.requests * 1000 / policy.per_ms, policy.burst, clock())
+        unit = "second" if policy.per_ms == 1000 else "minute"
+        requests = f"{policy.requests} request" + ("" if policy.requests == 1 else "s")
+        self._reason = f"rate limited: {what} allows {requests} per {unit}"
+        self._labels = labels
+        self._stats = stats
+        self._clock = clock
+
+    def check(self) -> Throttled | None:
+        """None: go on (the common case allocates nothing); else answer 429."""
+        wait = self.bucket.take(self._clock())
+        if not wait:
+            return None
+        self._stats.inc("ratelimit_over_limit", self._labels)
+        seconds = str(retry_after(wait)).encode()
+        return Throttled(self._reason, ((b"retry-after", seconds),))
+
+
+class Unlimited:
+    """The limiter of a route or listener without a rate limit: always goes on."""
+
+    __slots__ = ()
+
+    def check(self) -> Throttled | None:
+        return None
+
+
+NO_RATE_LIMIT = Unlimited()
+Limiter = RateLimiter | Unlimited
 
 
 @dataclass(frozen=True)
@@ -31,6 +97,8 @@ class ProxyConfig:
     gateway: CompiledGatewayRoutes
     clusters: dict[str, ClusterRuntime]
     retry_policies: dict[int, RetryPolicy] = field(default_factory=dict)  # id(route) -> policy
+    gateway_limits: tuple[Limiter, ...] = ()  # by gateway route, as snapshot.gateway_routes
+    inbound_limit: Limiter = NO_RATE_LIMIT  # a sidecar's inbound listener
 
     def retry_policy(self, route: Route | None) -> RetryPolicy:
         """The route's retry policy; no retries for the inbound listener (route None)."""
@@ -126,8 +194,58 @@ class ClusterSet:
         self._passthrough = {}
 
 
-def build_config(snap: snapshot.Snapshot, version: int, clusters: ClusterSet) -> ProxyConfig:
-    """Compile ``snap``; raises (before anything is swapped) when it cannot be enforced."""
+class RateLimiterSet:
+    """The rate limiters alive across configs, by what they limit (a gateway route's name, an
+    inbound listener's port). A limit that is unchanged in a new snapshot keeps its bucket, so
+    an unrelated config change neither refills nor empties it; a changed limit starts full."""
+
+    def __init__(self, stats: Stats, clock: Callable[[], float]) -> None:
+        self._stats = stats
+        self._clock = clock
+        self._live: dict[tuple[str, str], RateLimiter] = {}
+
+    def reconcile(self, snap: snapshot.Snapshot) -> tuple[tuple[Limiter, ...], Limiter]:
+        """(a limiter per gateway route, in order; the inbound listener's limiter)."""
+        current: dict[tuple[str, str], RateLimiter] = {}
+        gateway = tuple(
+            self._limiter(current, "gateway_route", route.name, route.rate_limit)
+            for route in snap.gateway_routes
+        )
+        inbound: Limiter = NO_RATE_LIMIT
+        if snap.kind == "virtualNode" and snap.listeners:
+            listener = snap.listeners[0]  # the one the inbound port serves
+            inbound = self._limiter(current, "listener", str(listener.port), listener.rate_limit)
+        self._live = current
+        return gateway, inbound
+
+    def _limiter(
+        self,
+        current: dict[tuple[str, str], RateLimiter],
+        scope: str,
+        name: str,
+        policy: snapshot.RateLimit | None,
+    ) -> Limiter:
+        if policy is None:
+            return NO_RATE_LIMIT
+        key = (scope, name)
+        limiter = self._live.get(key)
+        if limiter is None or limiter.policy != policy:
+            what = f"gateway route {name}" if scope == "gateway_route" else f"listener {name}"
+            labels = (("scope", scope), ("name", name))
+            limiter = RateLimiter(policy, what, labels, self._stats, self._clock)
+        current[key] = limiter
+        return limiter
+
+
+def build_config(
+    snap: snapshot.Snapshot,
+    version: int,
+    clusters: ClusterSet,
+    limits: RateLimiterSet | None = None,
+) -> ProxyConfig:
+    """Compile ``snap``; raises (before anything is swapped) when it cannot be enforced.
+
+    ``limits`` carries rate-limit buckets across configs (without it they start full)."""
     if snap.format_version != snapshot.FORMAT_VERSION:
         raise ValueError(f"unknown snapshot format {snap.format_version}")
     outbound = OutboundRoutes.from_snapshot(snap.route_tables, snap.egress_filter)
@@ -137,5 +255,10 @@ def build_config(snap: snapshot.Snapshot, version: int, clusters: ClusterSet) ->
         for table in snap.route_tables
         for route in table.routes
     }
+    if limits is None:
+        limits = RateLimiterSet(clusters._stats, clusters._clock)
+    gateway_limits, inbound_limit = limits.reconcile(snap)
     runtimes = clusters.reconcile(snap.clusters)
-    return ProxyConfig(snap, version, outbound, gateway, runtimes, policies)
+    return ProxyConfig(
+        snap, version, outbound, gateway, runtimes, policies, gateway_limits, inbound_limit
+    )

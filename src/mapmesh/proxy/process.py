@@ -31,12 +31,13 @@ from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.admin import AdminServer
 from mapmesh.proxy.backend_port import BackendPortConfig
 from mapmesh.proxy.cluster import ClusterRuntime
-from mapmesh.proxy.config import ClusterSet, ProxyConfig, build_config
+from mapmesh.proxy.config import ClusterSet, ProxyConfig, RateLimiterSet, build_config
 from mapmesh.proxy.config_watch import StreamIdentity, follow_snapshots
 from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.registration import CloudMapRegistrar, RegistrationError
 from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.tls import TlsListeners
 
 __all__ = ["ProxyOptions", "ProxyProcess"]
 
@@ -79,7 +80,9 @@ class ProxyProcess:
         )
         self.config: ProxyConfig | None = None
         self._inbound: ClusterRuntime | None = None
-        self._servers: list[asyncio.Server] = []
+        self._limits = RateLimiterSet(self.stats, self._clock)
+        self._tls = TlsListeners()
+        self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[DownstreamConnection] = set()
         self._access_log = AccessLogger(options.access_log)
         self._admin = AdminServer(options.host, options.admin_port)
@@ -106,13 +109,15 @@ class ProxyProcess:
                 self.options.name,
             ):
                 raise ValueError(f"snapshot is for {snap.mesh}/{snap.kind}/{snap.name}")
-            config = build_config(snap, version, self._clusters)
+            tls = self._tls.prepare(snap)  # bad certificate files refuse the snapshot
+            config = build_config(snap, version, self._clusters, self._limits)
             self._inbound = self._inbound_cluster(snap)
         except Exception as exc:  # any reason to refuse is reported, never raised
             self.stats.inc("config_update_rejected")
             log.warning("snapshot rejected", extra={"version": version, "error": str(exc)})
             return f"{type(exc).__name__}: {exc}"
         self.config = config
+        self._tls.commit(tls)
         self.stats.inc("config_update_success")
         self.stats.set("config_version", version)
         self._persist(version, data)
@@ -228,7 +233,6 @@ class ProxyProcess:
             inbound=self._inbound_target,
             passthrough=self._clusters.passthrough,
         )
-        loop = asyncio.get_running_loop()
 
         def factory() -> DownstreamConnection:
             connection = DownstreamConnection(
@@ -238,7 +242,7 @@ class ProxyProcess:
             self._connections.add(connection)
             return connection
 
-        server = await loop.create_server(factory, self.options.host, port, backlog=1024)
+        server = await self._tls.listen(kind, factory, self.options.host, port, backlog=1024)
         self._servers.append(server)
         self.ports[name] = int(server.sockets[0].getsockname()[1])
 

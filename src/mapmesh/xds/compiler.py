@@ -64,6 +64,7 @@ from mapmesh.xds.policies import (
     health_check,
     node_listener,
     outlier_detection,
+    rate_limit,
     timeouts,
 )
 from mapmesh.xds.routes import (
@@ -156,7 +157,7 @@ class _Compiler:
         spec = self._spec(rid, am.VirtualNodeSpec)
         if spec is None:
             raise self._unknown(rid)
-        listeners = [node_listener(listener) for listener in spec.listeners or ()]
+        listeners = self._node_listeners(rid, spec)
         fallback = _client_policy(spec.backend_defaults, "backendDefaults")
         tables: dict[str, RouteTable] = {}
         for backend in spec.backends or ():
@@ -177,6 +178,27 @@ class _Compiler:
             access_log(spec.logging),
             self._registration(spec, name),
         )
+
+    def _node_listeners(self, rid: ResourceId, spec: am.VirtualNodeSpec) -> list[Listener]:
+        """The node's listeners, each with the rate limit its extensions give its port."""
+        resource = self._meshes.get(rid)
+        extensions = resource.extensions if resource is not None else None
+        listeners = []
+        for listener in spec.listeners or ():
+            port = listener.port_mapping.port
+            configured = extensions.listener(port) if extensions is not None else None
+            limit = rate_limit(configured.rate_limit if configured is not None else None)
+            listeners.append(node_listener(listener, limit))
+        ports = {listener.port for listener in listeners}
+        for configured in extensions.listeners if extensions is not None else ():
+            if configured.port not in ports:
+                self._warn(
+                    str(rid),
+                    WarningCode.PORT_NOT_FOUND,
+                    f"the rateLimit extension names port {configured.port}, where the node has "
+                    "no listener; ignored",
+                )
+        return listeners
 
     def _registration(self, spec: am.VirtualNodeSpec, name: str) -> Discovery | None:
         """The node's own Cloud Map service, where its sidecar registers its instance."""
@@ -429,6 +451,7 @@ class _Compiler:
             virtual_service=service,
             port=target.port,
             defaulted=("priority",) if spec.priority is None else (),
+            rate_limit=rate_limit(resource.extensions.rate_limit if resource.extensions else None),
         )
 
     # -- weighted targets → clusters -----------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_PENDING_REQUESTS",
     "MAX_REQUESTS",
+    "RATE_LIMIT_BURST",
     "REQUEST_TIMEOUT_MS",
     "RETRY_GRPC_EVENTS",
     "RETRY_HTTP_EVENTS",
@@ -67,6 +68,9 @@ TLS_ENFORCE: Final = True
 # becomes "/" (App Mesh: prefix "/chapter", request "/chapter/1" → "/1").
 GATEWAY_HOSTNAME_REWRITE: Final[Literal["ENABLED"]] = "ENABLED"
 GATEWAY_PREFIX_REWRITE: Final = "/"
+
+# Rate limits (a mapmesh extension) without a burst take one unit's worth of requests at once.
+RATE_LIMIT_BURST: Final = "requestsPerUnit"
 
 # Routes without a priority are matched after every route that has one (App Mesh allows
 # priorities 0..1000, 0 first); ties are broken by route name.
@@ -163,4 +167,9 @@ DEFAULTS: Final[tuple[Default, ...]] = (
         "Cloud Map instances without AWS_INSTANCE_PORT",
     ),
     Default("access log format", "default", "file access logs without format"),
+    Default(
+        "rate limit burst",
+        RATE_LIMIT_BURST,
+        "rateLimit extensions (gateway routes, node listeners) without burst",
+    ),
 )

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from mapmesh.model.snapshot import (
     Cluster,
     Endpoint,
+    GatewayRoute,
+    Listener,
     Route,
     RouteMatch,
     RouteTable,
@@ -135,11 +137,20 @@ def _table(table: RouteTable, snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def _limited(model: Listener | GatewayRoute) -> dict[str, Any]:
+    """``annotate``, with an absent rate limit (an extension; unlimited unless set) marked as
+    the default it is."""
+    out = annotate(model)
+    if model.rate_limit is None:
+        out["rate_limit"] = _setting(None, "default")
+    return out
+
+
 def explain(snapshot: Snapshot, warnings: Iterable[CompileWarning] = ()) -> dict[str, Any]:
     """The snapshot in request order with every setting's source; JSON-able."""
     gateway_routes = []
     for route in snapshot.gateway_routes:
-        entry = annotate(route)
+        entry = _limited(route)
         entry["match"] = {"summary": match_summary(route.match), **_jsonable(route.match)}
         gateway_routes.append(entry)
     return {
@@ -150,7 +161,7 @@ def explain(snapshot: Snapshot, warnings: Iterable[CompileWarning] = ()) -> dict
             if snapshot.access_log is not None
             else _setting(None, "default")
         ),
-        "listeners": [annotate(listener) for listener in snapshot.listeners],
+        "listeners": [_limited(listener) for listener in snapshot.listeners],
         "gateway_routes": gateway_routes,
         "backends": [_table(table, snapshot) for table in snapshot.route_tables],
         "warnings": [
@@ -300,6 +311,7 @@ def render_text(explanation: Mapping[str, Any]) -> str:
             ("outlier_detection", "outlier detection"),
             ("health_check", "health check"),
             ("tls", "tls"),
+            ("rate_limit", "rate limit"),
         ):
             lines.append("  " + _policy(title, listener[key]))
     for route in explanation["gateway_routes"]:
@@ -310,6 +322,7 @@ def render_text(explanation: Mapping[str, Any]) -> str:
             f"{route['match']['summary']} → {_value(route['virtual_service'])}"
         )
         lines.append("  " + _policy("rewrite", route["rewrite"]))
+        lines.append("  " + _policy("rate limit", route["rate_limit"]))
     for backend in explanation["backends"]:
         provider = backend["provider"]
         by = f"{provider['kind']} {provider['name']}" if provider["name"] else "no provider"

@@ -7,6 +7,7 @@ Virtual node and virtual gateway shapes differ only in class, so functions accep
 
 from __future__ import annotations
 
+from mapmesh.mesh import extensions as ext
 from mapmesh.model import appmesh as am
 from mapmesh.model.snapshot import (
     AccessLog,
@@ -17,6 +18,7 @@ from mapmesh.model.snapshot import (
     Listener,
     ListenerTls,
     OutlierDetection,
+    RateLimit,
     Timeouts,
     TlsCertificate,
     TlsValidation,
@@ -34,6 +36,7 @@ __all__ = [
     "listener_tls",
     "node_listener",
     "outlier_detection",
+    "rate_limit",
     "timeouts",
 ]
 
@@ -248,8 +251,26 @@ def access_log(configured: _Logging | None) -> AccessLog | None:
     return AccessLog(path=file.path, format="default", defaulted=("format",))
 
 
-def node_listener(configured: am.Listener) -> Listener:
-    """A virtual node's listener, as its sidecar's inbound side runs it."""
+def rate_limit(configured: ext.RateLimit | None) -> RateLimit | None:
+    """A rateLimit extension as the proxy runs it (None: unlimited); ``burst`` defaults to
+    ``requestsPerUnit`` (one unit's worth at once)."""
+    if configured is None:
+        return None
+    burst = configured.burst
+    defaulted: tuple[str, ...] = ()
+    if burst is None:
+        burst, defaulted = configured.requests_per_unit, ("burst",)
+    return RateLimit(
+        requests=configured.requests_per_unit,
+        per_ms=1000 if configured.unit == "second" else 60_000,
+        burst=burst,
+        defaulted=defaulted,
+    )
+
+
+def node_listener(configured: am.Listener, limit: RateLimit | None = None) -> Listener:
+    """A virtual node's listener, as its sidecar's inbound side runs it; ``limit`` comes from
+    the node's rateLimit extension for this port."""
     port = configured.port_mapping.port
     protocol = configured.port_mapping.protocol
     outlier = outlier_detection(configured.outlier_detection)
@@ -264,6 +285,7 @@ def node_listener(configured: am.Listener) -> Listener:
         health_check=check,
         tls=tls,
         defaulted=_unset(outlier_detection=outlier, health_check=check, tls=tls),
+        rate_limit=limit,
     )
 
 
