@@ -24,9 +24,10 @@ accepts on it is swappable: a native server (``create_server(sock=dup, ssl=...)`
 accept and TLS, for plain text and STRICT) or, for PERMISSIVE, a small accept loop that peeks
 at the first byte and then hands the socket to ``connect_accepted_socket`` with or without
 TLS. A new mode opens the new acceptor on a duplicate of the socket before closing the old
-one, so the port never stops accepting, pending connections are not lost, and connections
-already open keep the TLS they were accepted with. New connections follow the new mode within
-milliseconds of the snapshot being applied.
+one, so the port never stops accepting and pending connections are not lost. New connections
+follow the new mode within milliseconds of the snapshot being applied; connections accepted
+under the old one are drained (as Envoy drains a replaced listener): closed when idle, or
+after the response in flight, through the protocol's ``close()``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import logging
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -297,6 +299,19 @@ class _Sniffer:
         self._sock.close()
 
 
+def _recording(
+    factory: ProtocolFactory, accepted: weakref.WeakSet[asyncio.BaseProtocol]
+) -> ProtocolFactory:
+    """``factory``, remembering what it made (once per connection, not per request)."""
+
+    def make() -> asyncio.BaseProtocol:
+        protocol = factory()
+        accepted.add(protocol)
+        return protocol
+
+    return make
+
+
 class ListenerServer(asyncio.AbstractServer):
     """A listener's one socket, and whatever accepts on it under the TLS in force.
 
@@ -313,6 +328,8 @@ class ListenerServer(asyncio.AbstractServer):
         self._sock.setblocking(False)
         self._loop = asyncio.get_running_loop()
         self._acceptor: asyncio.Server | _Sniffer | None = None
+        # the connections the current acceptor made, drained when it is replaced
+        self._accepted: weakref.WeakSet[asyncio.BaseProtocol] = weakref.WeakSet()
         self._serving: ServerTls | None = None
         self._wanted: ServerTls | None = None
         self._lock = asyncio.Lock()
@@ -342,13 +359,15 @@ class ListenerServer(asyncio.AbstractServer):
             if self._closed or (self._acceptor is not None and tls == self._serving):
                 return
             sock = self._sock.dup()
+            accepted: weakref.WeakSet[asyncio.BaseProtocol] = weakref.WeakSet()
+            factory = _recording(self._factory, accepted)
             try:
                 acceptor: asyncio.Server | _Sniffer
                 if tls is not None and tls.mode == "PERMISSIVE":
-                    acceptor = _Sniffer(sock, self._factory, tls, self._timeout)
+                    acceptor = _Sniffer(sock, factory, tls, self._timeout)
                 else:
                     acceptor = await self._loop.create_server(
-                        self._factory,
+                        factory,
                         sock=sock,
                         backlog=self._backlog,
                         ssl=tls.context if tls is not None else None,
@@ -359,8 +378,13 @@ class ListenerServer(asyncio.AbstractServer):
                 log.error("cannot switch the listener's TLS", extra={"error": str(exc)})
                 return
             old, self._acceptor, self._serving = self._acceptor, acceptor, tls
+            drained, self._accepted = self._accepted, accepted
             if old is not None:
                 old.close()
+            for protocol in list(drained):
+                close = getattr(protocol, "close", None)
+                if callable(close):
+                    close()
             log.info("listener serving", extra={"tls": tls.mode if tls else "DISABLED"})
 
     # -- asyncio.AbstractServer ----------------------------------------------------------
