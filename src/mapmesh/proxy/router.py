@@ -105,6 +105,9 @@ class Router:
             local = self._inbound() if self._inbound is not None else None
             if local is None:
                 return LocalReply(503, "no local application is configured", "UH")
+            throttled = config.inbound_limit.check()
+            if throttled is not None:
+                return LocalReply(429, throttled.reason, "RL", throttled.headers)
             return Target(local[0], None, local[1], config.retry_policy(None))
         head = exchange.head
         host, port = split_authority((head.authority or b"").decode("latin-1"), self.port)
@@ -121,6 +124,9 @@ class Router:
             gateway_hit = config.gateway.match(view)
             if isinstance(gateway_hit, NoRoute):
                 return self._no_route(gateway_hit)
+            throttled = config.gateway_limits[gateway_hit.index].check()
+            if throttled is not None:
+                return LocalReply(429, throttled.reason, "RL", throttled.headers)
             path, new_host = gateway_hit.rewrite(view)
             view = gateway_hit.forward(view)
             table = config.outbound.table(gateway_hit.virtual_service)
