@@ -10,7 +10,9 @@ The pieces, in the order a request meets them (``docs/resilience.md`` has the se
 * :mod:`.outlier` — :class:`OutlierDetector`, ejection after consecutive errors (null detector
   when not configured);
 * :mod:`.health` — :class:`ClusterHealth`, active health-check state per endpoint (null tracker
-  when not configured).
+  when not configured);
+* :mod:`.ratelimit` — :class:`TokenBucket`, a rate limit (mapmesh extension): admit, or the
+  wait until a token (429 with ``Retry-After``).
 
 All of it is plain, synchronous code: no I/O, no clock (``now`` is passed in, in seconds of the
 caller's monotonic clock), no timers, randomness only from an injected ``random.Random``. Each
@@ -59,6 +61,7 @@ from mapmesh.proxy.resilience.outlier import (
     OutlierVerdict,
     outlier_detector,
 )
+from mapmesh.proxy.resilience.ratelimit import BucketStatistics, TokenBucket, retry_after
 from mapmesh.proxy.resilience.retry import (
     DONE,
     NO_RETRIES,
@@ -87,6 +90,7 @@ __all__ = [
     "Admission",
     "Admit",
     "BreakerStatistics",
+    "BucketStatistics",
     "Budget",
     "BudgetStatistics",
     "CircuitBreaker",
@@ -117,8 +121,10 @@ __all__ = [
     "RetryPolicy",
     "RetryState",
     "RetryStatistics",
+    "TokenBucket",
     "Transition",
     "UnlimitedBudget",
     "health_tracker",
     "outlier_detector",
+    "retry_after",
 ]
