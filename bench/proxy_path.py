@@ -12,7 +12,7 @@ transports: each round feeds wrk's request into the downstream protocol, takes t
 the proxy wrote upstream, feeds nginx's response into the upstream protocol and checks what
 reached the client. The anchor does the same with a minimal forwarder — httptools parsers
 on both sides, one pooled upstream connection, the request line rebuilt and the header
-bytes forwarded — the design the DESIGN notes measured at 0.71× HAProxy.
+bytes forwarded — the design the DESIGN notes measured at 0.71x HAProxy.
 
 Reported: µs per request for each (best of ``--rounds`` runs of ``--requests``), and the
 ratio anchor / mapmesh (1.0 = as cheap as the minimal forwarder).
@@ -125,6 +125,14 @@ async def mapmesh_round(data: dict[str, Any], version: int, requests: int) -> fl
 
     for _ in range(200):  # warm up: caches, pooled connection, lazily made cells
         one()
+    client.written.clear()
+    downstream.data_received(REQUEST)
+    writes_upstream = len(upstream_transport.written)
+    upstream_transport.written.clear()
+    upstream.data_received(RESPONSE)
+    # One write each way per request (DESIGN: one write per response) — a regression here
+    # costs a system call per request that this benchmark would not otherwise show.
+    assert (writes_upstream, len(client.written)) == (1, 1), (writes_upstream, client.written)
     reply = client.take()
     assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(BODY), reply[:200]
     gc.collect()

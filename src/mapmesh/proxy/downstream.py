@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Bytes go into the server codec; its events drive one :class:`DownstreamExchange` at a time
-(pipelined requests wait in the codec until the response before them is complete, and
-reading pauses meanwhile). For each request the router either answers at once or starts a
+(pipelined requests wait, unparsed, in the codec until the response before them is
+complete; reading pauses only when more than ``PIPELINE_BUFFER`` bytes of them pile up).
+For each request the router either answers at once or starts a
 :class:`~mapmesh.proxy.forwarding.Forwarding` with the config in force when the head
 arrived — synchronously, from ``data_received``: no task per request.
 
@@ -54,9 +55,13 @@ __all__ = ["DownstreamConnection", "DownstreamExchange"]
 log = logging.getLogger("mapmesh.proxy")
 
 REPLAY_LIMIT = 64 * 1024
+# Bytes of later (pipelined) requests kept while one is answered, before reading pauses.
+PIPELINE_BUFFER = 64 * 1024
 
 # Ids need to be unique, not secret: a PRNG seeded from the OS is ~20x cheaper than urandom.
-_bits = random.Random(os.urandom(16)).getrandbits
+_ids = random.Random(os.urandom(16))
+_bits = _ids.getrandbits
+_random_bytes = _ids.randbytes
 # Wall-clock time of monotonic 0, so an exchange reads one clock and the log converts.
 _WALL_OFFSET = time.time() - time.monotonic()
 
@@ -66,14 +71,16 @@ def _added_fields(head: RequestHead) -> tuple[bytes, bytes]:
     ``traceparent`` when the client sent none (values are hex the proxy made: no checks)."""
     request_id = head.request_id
     if request_id is None:
-        request_id = b"%032x" % _bits(128)
-        if head.traceparent is None:
-            added = b"x-request-id: %s\r\ntraceparent: 00-%032x-%016x-01\r\n" % (
+        if head.traceparent is None:  # the common case: one draw for all three ids
+            ids = _random_bytes(40).hex().encode()
+            request_id = ids[:32]
+            added = b"x-request-id: %s\r\ntraceparent: 00-%s-%s-01\r\n" % (
                 request_id,
-                _bits(128),
-                _bits(64),
+                ids[32:64],
+                ids[64:],
             )
         else:
+            request_id = b"%032x" % _bits(128)
             added = b"x-request-id: %s\r\n" % request_id
     elif head.traceparent is None:
         added = b"traceparent: 00-%032x-%016x-01\r\n" % (_bits(128), _bits(64))
@@ -185,6 +192,10 @@ class DownstreamExchange:
         # one write (one syscall); whatever is not here yet streams after it.
         self._pending_head = plan.head
         conn.forward_to(self)
+        if not conn.draining and self._pending_head:
+            self._flush_head()
+
+    def flush(self) -> None:
         if self._pending_head:
             self._flush_head()
 
@@ -272,6 +283,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._closed = False
         self._paused_by_us = False
         self._pumping = False
+        self._request_read = False  # the current request's EndBody has been seen
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -281,7 +293,12 @@ class DownstreamConnection(asyncio.Protocol):
         self._stats.inc("downstream_cx_active", self._labels)
 
     def data_received(self, data: bytes) -> None:
-        self._codec.receive_data(data)
+        codec = self._codec
+        codec.receive_data(data)
+        if self._request_read and self.current is not None:
+            if codec.buffered > PIPELINE_BUFFER:
+                self._pause()  # a client pipelining faster than it is answered
+            return
         self._pump()
 
     def eof_received(self) -> bool:
@@ -314,49 +331,46 @@ class DownstreamConnection(asyncio.Protocol):
     # -- events --------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        # An exchange can finish while the loop below runs (a local reply, a response that
-        # was already complete): exchange_finished then calls back here, and the loop that
-        # is already running picks the next request up, so pipelining never recurses.
+        # An exchange can finish while this loop runs (a local reply, a response that was
+        # already complete): exchange_finished then calls back here, and the loop that is
+        # already running picks the next request up, so pipelining never recurses.
         if self._pumping:
             return
         self._pumping = True
+        codec = self._codec
         try:
-            self._pump_events()
+            while not self._closed:
+                current = self.current
+                if current is not None and (current.finished or self._request_read):
+                    return  # later requests wait until this one is answered
+                event = codec.next_event()
+                if event is None:
+                    return
+                kind = type(event)
+                if kind is RequestHead:
+                    self._start(event)  # type: ignore[arg-type]
+                elif kind is EndBody:
+                    if current is not None:
+                        self._request_read = True
+                        current.on_body_end()
+                elif kind is Body:
+                    if current is not None:
+                        current.on_body(event.data)  # type: ignore[attr-defined]
+                elif kind is ProtocolError:
+                    self._protocol_error(event)  # type: ignore[arg-type]
+                    return
+                elif kind is ConnectionClosed:
+                    if self.current is None and self.transport is not None:
+                        self.transport.close()
+                    return
         finally:
             self._pumping = False
-
-    def _pump_events(self) -> None:
-        codec = self._codec
-        while not self._closed:
-            current = self.current
-            if current is not None and current.finished:
-                return
-            event = codec.next_event()
-            if event is None:
-                return
-            if isinstance(event, RequestHead):
-                self._start(event)
-            elif isinstance(event, Body):
-                if current is not None:
-                    current.on_body(event.data)
-            elif isinstance(event, EndBody):
-                if current is not None:
-                    current.on_body_end()
-                    if not current.finished and self.current is current:
-                        self._pause()  # pipelined requests wait until this one is answered
-                        return
-            elif isinstance(event, ProtocolError):
-                self._protocol_error(event)
-                return
-            elif isinstance(event, ConnectionClosed):
-                if self.current is None and self.transport is not None:
-                    self.transport.close()
-                return
 
     def _start(self, head: RequestHead) -> None:
         exchange = DownstreamExchange(self, head, time.monotonic())
         self.current = exchange
         self.current_upstream = None
+        self._request_read = False
         self.keep_alive = head.keep_alive
         self._rq_total.value += 1
         config = self._config()
@@ -388,6 +402,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._log(exchange)
         self.current = None
         self.current_upstream = None
+        self._request_read = False
         if not self.keep_alive or self._codec.must_close:
             self._close()
             return

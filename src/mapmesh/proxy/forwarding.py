@@ -43,11 +43,13 @@ from mapmesh.proxy.protocol.events import RequestHead, ResponseHead
 from mapmesh.proxy.protocol.http1 import request_head_bytes
 from mapmesh.proxy.resilience.breaker import OVERLOADED_HEADER, Overflow
 from mapmesh.proxy.resilience.retry import (
+    DONE,
     Failure,
     NoRetry,
     NoRetryReason,
     Outcome,
     Retry,
+    RetryDecision,
     RetryPolicy,
     RetryState,
 )
@@ -102,16 +104,28 @@ class Exchange(Protocol):
     def reply(self, reply: LocalReply) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
-    """Where a request goes: cluster, route (None: the inbound app), timeouts, rewrites."""
+    """Where a request goes: cluster, route (None: the inbound app), timeouts, retry policy,
+    gateway rewrites. (A plain class: made per request, and a frozen dataclass's
+    ``__init__`` costs several times more.)"""
 
-    cluster: ClusterRuntime
-    route: snapshot.Route | None
-    timeouts: snapshot.Timeouts | None
-    retry_policy: RetryPolicy
-    path: str | None = None  # gateway rewrites
-    host: str | None = None
+    __slots__ = ("cluster", "host", "path", "retry_policy", "route", "timeouts")
+
+    def __init__(
+        self,
+        cluster: ClusterRuntime,
+        route: snapshot.Route | None,
+        timeouts: snapshot.Timeouts | None,
+        retry_policy: RetryPolicy,
+        path: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.route = route
+        self.timeouts = timeouts
+        self.retry_policy = retry_policy
+        self.path = path
+        self.host = host
 
 
 _NOTHING_TRIED: frozenset[EndpointKey] = frozenset()
@@ -131,6 +145,8 @@ class Forwarding:
         "_head_bytes",
         "_key",
         "_phase",
+        "_replayable",
+        "_request_deadline",
         "_retry",
         "_tried",
         "cluster",
@@ -153,7 +169,9 @@ class Forwarding:
         self._deadlines = deadlines
         self._phase = _BODY
         self.deadline = 0.0
-        self._retry: RetryState | None = None
+        self._request_deadline: float | None = None
+        self._replayable = False
+        self._retry: RetryState | None = None  # made when a first attempt is not final
         self._body: bytes | None = None
         self._head_bytes = b""
         self._tried: Set[EndpointKey] = _NOTHING_TRIED
@@ -168,16 +186,12 @@ class Forwarding:
         try:
             timeouts = self.target.timeouts
             request_ms = timeouts.request_ms if timeouts is not None else None
-            request_deadline = self._clock() + request_ms / 1000 if request_ms else None
-            self._retry = self.target.retry_policy.start(
-                request_deadline=request_deadline,
-                replayable=False,  # settled once the body is known
-                budget=self.cluster.budget,
-            )
+            if request_ms:
+                self._request_deadline = self._clock() + request_ms / 1000
             body = self.exchange.request_body(self._body_ready)
             if body is BODY_PENDING:
-                if request_deadline is not None:
-                    self.deadline = request_deadline
+                if self._request_deadline is not None:
+                    self.deadline = self._request_deadline
                     self._deadlines.track(self)
                 return
             self._begin(body)  # type: ignore[arg-type]
@@ -259,8 +273,7 @@ class Forwarding:
         exchange = self.exchange
         head = exchange.head
         self._body = body
-        assert self._retry is not None
-        self._retry.replayable = body is not None or not head.has_body
+        self._replayable = body is not None or not head.has_body
         target = self.target
         self._head_bytes = request_head_bytes(
             head,
@@ -282,8 +295,7 @@ class Forwarding:
             return
         self._key = key
         self.exchange.upstream = key.text
-        assert self._retry is not None
-        deadline = self._retry.attempt_deadline(self._clock())
+        deadline = self._attempt_deadline()
         acquired = cluster.pool.acquire_idle(key)
         if acquired is None:
             self._phase = _ACQUIRE
@@ -320,29 +332,24 @@ class Forwarding:
             if isinstance(acquired, Overflow):
                 self._reply(OVERFLOW_REPLY)
                 return
-            assert self._retry is not None
-            self._send(acquired, self._retry.attempt_deadline(self._clock()))
+            self._send(acquired, self._attempt_deadline())
         except Exception:
             self._internal_error()
 
     def _send(self, conn: UpstreamConnection, deadline: float | None) -> None:
         cluster = self.cluster
-        key = self._key_now()
         self._conn = conn
         self._phase = _HEAD
-        cluster.lb.on_request_start(key)
+        cluster.lb.on_request_start(self._key)  # type: ignore[arg-type]
         cluster.stats_rq_total.value += 1
         body = self._body
+        head = self.exchange.head
         try:
-            conn.send(
-                self.exchange.head.method,
-                self._head_bytes + body if body else self._head_bytes,
-                self,
-            )
+            conn.send(head.method, self._head_bytes + body if body else self._head_bytes, self)
         except UpstreamFailure as failure:
             self.on_upstream_failure(conn, failure)
             return
-        if body is None and self.exchange.head.has_body:
+        if body is None and head.has_body:
             self.exchange.stream_body_to(conn)
         if deadline is not None and self._phase == _HEAD:
             self.deadline = deadline
@@ -350,31 +357,36 @@ class Forwarding:
 
     def _answered(self, conn: UpstreamConnection, response: ResponseHead) -> None:
         cluster = self.cluster
-        self._attempt_ended()
+        key = self._key
+        assert key is not None
+        self._deadlines.untrack(self)
+        self._conn = None
+        cluster.lb.on_request_end(key)
         status = response.status
-        cluster.observe(self._key_now(), status)
+        cluster.observe(key, status)
         cluster.stats_rq_xx.add(status)
         if status >= 500:
             cluster.stats_rq_5xx.value += 1
-        assert self._retry is not None
-        decision = self._retry.on_attempt_result(status, self._clock())
-        if isinstance(decision, Retry):
-            conn.discard()
-            self._retry_after(decision)
-            return
-        if isinstance(decision, NoRetry):
-            self._count_no_retry(decision)
+        if self._retry is None and self.target.retry_policy.final_status(status):
+            decision: RetryDecision = DONE
+        else:
+            decision = self._retry_state().on_attempt_result(status, self._clock())
+            if isinstance(decision, Retry):
+                conn.discard()
+                self._retry_after(decision)
+                return
+            if isinstance(decision, NoRetry):
+                self._count_no_retry(decision)
+            self._retry_state().close()
         timeouts = self.target.timeouts
         idle_ms = timeouts.idle_ms if timeouts is not None else 0
         conn.idle_timeout = idle_ms / 1000 if idle_ms else None
         self._phase = _DONE
-        self._close()
         self.exchange.respond(response, conn)
 
     def _failed(self, outcome: Outcome, reply: LocalReply) -> None:
         """The attempt ended without a usable response: retry, or answer ``reply``."""
-        assert self._retry is not None
-        decision = self._retry.on_attempt_result(outcome, self._clock())
+        decision = self._retry_state().on_attempt_result(outcome, self._clock())
         if isinstance(decision, Retry):
             self._retry_after(decision)
             return
@@ -412,6 +424,20 @@ class Forwarding:
             cluster.stats_rq_timeout.value += 1
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _retry_state(self) -> RetryState:
+        retry = self._retry
+        if retry is None:
+            retry = self._retry = self.target.retry_policy.start(
+                request_deadline=self._request_deadline,
+                replayable=self._replayable,
+                budget=self.cluster.budget,
+            )
+        return retry
+
+    def _attempt_deadline(self) -> float | None:
+        """When the attempt starting now must end: per-try timeout or request deadline."""
+        return self.target.retry_policy.attempt_deadline(self._clock(), self._request_deadline)
 
     def _key_now(self) -> EndpointKey:
         key = self._key

@@ -64,6 +64,9 @@ class _LazyHeaders(Mapping[str, str]):
         return len(self._built())
 
 
+_AUTHORITY_CACHE = 1024
+
+
 class Router:
     def __init__(
         self,
@@ -87,6 +90,7 @@ class Router:
         self._deadlines = deadlines
         self._inbound = inbound
         self._passthrough = passthrough
+        self._authorities: dict[bytes | None, tuple[str, int]] = {}
 
     def handle(self, config: ProxyConfig, exchange: Exchange) -> Forwarding | None:
         """Answer the request or start forwarding it (returned, so it can be cancelled)."""
@@ -110,7 +114,11 @@ class Router:
                 return LocalReply(429, throttled.reason, "RL", throttled.headers)
             return Target(local[0], None, local[1], config.retry_policy(None))
         head = exchange.head
-        host, port = split_authority((head.authority or b"").decode("latin-1"), self.port)
+        host, port = self._locate(head.authority)
+        if self.kind == "outbound":
+            table = config.outbound.table_of_host(host)
+            if table is not None and table.always is not None and head.path[:1] == b"/":
+                return self._to_route(config, exchange, table.always)  # nothing else to test
         view = MatchHead(
             head.method.decode("latin-1"),
             head.path.decode("latin-1"),
@@ -142,15 +150,35 @@ class Router:
                 outside = self._passthrough(host, port)
                 return Target(outside, None, PASSTHROUGH_TIMEOUTS, config.retry_policy(None))
             return self._no_route(hit)
+        return self._to_route(config, exchange, hit, path, new_host)
+
+    def _to_route(
+        self,
+        config: ProxyConfig,
+        exchange: Exchange,
+        hit: RouteHit,
+        path: str | None = None,
+        new_host: str | None = None,
+    ) -> Target | LocalReply:
         route = hit.route
         exchange.route_name = route.name
         weighted = hit.picker.choose(self._rng)
         if weighted is None:
-            return LocalReply(503, f"route {hit.route.name} has no target with weight", "UH")
+            return LocalReply(503, f"route {route.name} has no target with weight", "UH")
         cluster = config.clusters.get(weighted.cluster)
         if cluster is None:
             return LocalReply(503, f"cluster {weighted.cluster} is not configured", "UH")
         return Target(cluster, route, route.timeout, config.retry_policy(route), path, new_host)
+
+    def _locate(self, authority: bytes | None) -> tuple[str, int]:
+        """``split_authority`` of a Host value, remembered: clients name few hosts."""
+        located = self._authorities.get(authority)
+        if located is None:
+            located = split_authority((authority or b"").decode("latin-1"), self.port)
+            if len(self._authorities) >= _AUTHORITY_CACHE:
+                self._authorities.clear()  # a client inventing hosts: start over
+            self._authorities[authority] = located
+        return located
 
     def _no_route(self, miss: NoRoute) -> LocalReply:
         self._stats.inc("downstream_rq_rejected", (("reason", miss.cause),))

@@ -55,6 +55,10 @@ class ResponseSink(Protocol):
 
     def abort(self, reason: str, flag: str) -> None: ...
 
+    def flush(self) -> None:
+        """Send what is held back (a head waiting to leave with the first body bytes)."""
+        ...
+
 
 class ResponseListener(Protocol):
     """Who waits for the response head of the request in flight (the forwarding)."""
@@ -143,6 +147,12 @@ class UpstreamConnection(asyncio.Protocol):
         if data:
             self.transport.write(data)
 
+    @property
+    def draining(self) -> bool:
+        """Events are being read right now: a sink attached now gets the buffered body
+        before control returns to the reader (and ``flush`` when the bytes run out)."""
+        return self._draining
+
     def forward_to(self, sink: ResponseSink) -> None:
         """Stream the rest of the response (body, end) into ``sink``."""
         self._sink = sink
@@ -190,6 +200,8 @@ class UpstreamConnection(asyncio.Protocol):
                 return  # body events wait until a sink is attached (or the exchange dropped)
             event = codec.next_event()
             if event is None:
+                if self._sink is not None:
+                    self._sink.flush()  # the head waited for body bytes that did not come
                 return
             if isinstance(event, ResponseHead):
                 listener, self._listener = self._listener, None

@@ -48,22 +48,22 @@ _PROTECTED = frozenset((b"host", b"content-length", b"close"))
 # thing. Never forwarded; a request carrying one is refused.
 _LOOKALIKES = frozenset((b"transfer_encoding", b"content_length"))
 _KNOWN_OPTIONS = HOP_BY_HOP | _PROTECTED
+_LINE_START = {name: b"\r\n" + name + b":" for name in HOP_BY_HOP | _LOOKALIKES}
 
 # A field line starts right after a CRLF (llhttp has already rejected whitespace before the
 # colon, bare LF and obs-fold, so this cannot be fooled by a line that llhttp read otherwise).
+# A match runs from the CRLF before the line to the line's end: the line plus its own CRLF
+# is (start + 2, end + 2). Not consuming that CRLF lets adjacent lines both match.
 _SPECIAL = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection"
     rb"|te|trailer|upgrade|expect|x-request-id|traceparent|transfer_encoding|content_length)"
     rb":[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
-# A match runs from the CRLF before the line to the line's end: the line plus its own CRLF
-# is (start + 2, end + 2). Not consuming that CRLF lets adjacent lines both match.
 _HOP_LINE = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|transfer_encoding|content_length):[^\r]*",
-    re.IGNORECASE,
-)
+    rb"|transfer_encoding|content_length):[^\r]*"
+)  # run on the lower-cased head
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -110,11 +110,13 @@ def scan_head(head: bytes, start: int) -> FieldScan:
     CRLF CRLF); ``start`` is the offset of the CRLF that ends the start line.
 
     Cost: one regex pass (``findall``, no match objects) and a little Python per *matching*
-    line — typically only ``Host``. Only when a hop-by-hop field is present does a second
-    pass record line positions (one more per extra name listed in ``Connection``).
+    line — typically ``Host``, or ``Content-Length`` and ``Connection`` in a response. Only
+    when a hop-by-hop field is present are line positions recorded: one ``find`` for the
+    usual single ``Connection`` line, else one more regex pass (and one per extra name listed
+    in ``Connection``).
     """
     scan = FieldScan()
-    hop_by_hop = False
+    hop_names: list[bytes] = []
     for name, value in _SPECIAL.findall(head, start):
         name = name.lower()
         value = value.rstrip(_OWS)
@@ -129,7 +131,7 @@ def scan_head(head: bytes, start: int) -> FieldScan:
         elif name == b"expect":
             scan.expect = value.lower()
         else:
-            hop_by_hop = True
+            hop_names.append(name)
             if name == b"connection":
                 value = value.lower()
                 if b"," in value:
@@ -143,15 +145,26 @@ def scan_head(head: bytes, start: int) -> FieldScan:
                 scan.upgrade = value
             elif name in _LOOKALIKES:
                 scan.ambiguous = True
-    if hop_by_hop:
-        spans = scan.spans = [(m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(head, start)]
-        if not scan.connection <= _KNOWN_OPTIONS:
-            lower = head.lower()
-            for token in scan.connection - _KNOWN_OPTIONS:
-                pattern = re.compile(rb"\r\n" + re.escape(token) + rb":[^\r]*")
-                spans.extend((m.start() + 2, m.end() + 2) for m in pattern.finditer(lower, start))
-            spans.sort()
+    if hop_names:
+        scan.spans = _hop_spans(head, start, hop_names, scan.connection)
     return scan
+
+
+def _hop_spans(
+    head: bytes, start: int, names: list[bytes], listed: set[bytes]
+) -> list[tuple[int, int]]:
+    """Byte ranges of the hop-by-hop lines (each with its CRLF), sorted."""
+    lower = head.lower()
+    if len(names) == 1 and listed <= _KNOWN_OPTIONS:  # the usual case: one Connection line
+        begin = lower.find(_LINE_START[names[0]], start) + 2
+        return [(begin, head.find(b"\r\n", begin) + 2)]
+    extra = listed - _KNOWN_OPTIONS
+    spans = [(m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(lower, start)]
+    for token in extra:
+        pattern = re.compile(rb"\r\n" + re.escape(token) + rb":[^\r]*")
+        spans.extend((m.start() + 2, m.end() + 2) for m in pattern.finditer(lower, start))
+    spans.sort()
+    return spans
 
 
 def cut_lines(head: bytes, spans: Sequence[tuple[int, int]], start: int, end: int) -> bytes:

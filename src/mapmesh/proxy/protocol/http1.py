@@ -82,6 +82,7 @@ _CHUNK_SIZE = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
 )
 _END_BODY = EndBody()
+_CRLF = (13, 10)
 
 Step = Callable[[], Event | None]
 
@@ -117,6 +118,10 @@ class HeadCallbacks:
 class FramingReader:
     """The buffer and the body framing both codecs share; subclasses parse heads.
 
+    ``next_event()`` returns the next event, or None when more bytes are needed (or the
+    codec is finished). It is an attribute holding the current step (the head, a body
+    piece, a chunk size...) rather than a method that dispatches to it: one call per event.
+
     A subclass implements ``_read_head()`` (called when a head may be buffered) and
     ``_message_done()`` (called once a body has ended), and may override ``_status`` to map
     a failure's status to what its side answers.
@@ -130,10 +135,10 @@ class FramingReader:
         "_pos",
         "_remaining",
         "_scan",
-        "_step",
         "_stopped",
         "max_head_size",
         "must_close",
+        "next_event",
     )
 
     _start_line = "start line"
@@ -148,7 +153,7 @@ class FramingReader:
         self._remaining = 0
         self._body_seen = 0
         self._body_limit: int | None = None
-        self._step: Step = self._read_head
+        self.next_event: Step = self._read_head
         self._stopped = False
 
     # -- input -------------------------------------------------------------------------
@@ -174,10 +179,6 @@ class FramingReader:
             self._scan = max(self._scan - pos, 0)
             self._pos = 0
         self._buf += data
-
-    def next_event(self) -> Event | None:
-        """The next event, or None when more bytes are needed (or the codec is finished)."""
-        return self._step()
 
     @property
     def buffered(self) -> int:
@@ -209,7 +210,7 @@ class FramingReader:
         """No more messages on this connection: later bytes are dropped, events are None."""
         self.must_close = True
         self._stopped = True
-        self._step = self._finished
+        self.next_event = self._finished
 
     def _fail(self, status: int, reason: str) -> ProtocolError:
         self._stop()
@@ -221,14 +222,17 @@ class FramingReader:
         """The next head's bytes (through CRLF CRLF), an error, or None (need more)."""
         buf = self._buf
         pos = self._pos
-        while True:  # empty lines before a message are ignored (llhttp accepts bare LF here)
-            if buf.startswith(b"\r\n", pos):
-                pos += 2
-            elif buf.startswith(b"\n", pos):
-                pos += 1
-            else:
-                break
-        self._pos = pos
+        if pos >= len(buf):
+            return None  # the common case between messages: nothing buffered
+        if buf[pos] in _CRLF:  # empty lines before a message are ignored (llhttp accepts
+            while True:  # bare LF here)
+                if buf.startswith(b"\r\n", pos):
+                    pos += 2
+                elif buf.startswith(b"\n", pos):
+                    pos += 1
+                else:
+                    break
+            self._pos = pos
         scan = max(self._scan, pos)
         end = buf.find(b"\r\n\r\n", scan)
         if end < 0:
@@ -262,21 +266,22 @@ class FramingReader:
         """Set up the body reader for a message whose head was just returned."""
         self._body_seen = 0
         if chunked:
-            self._step = self._read_chunk_size
+            self.next_event = self._read_chunk_size
         elif content_length is None:
-            self._step = self._read_until_close
+            self.next_event = self._read_until_close
         elif content_length:
             self._remaining = content_length
-            self._step = self._read_length
+            self.next_event = self._read_length
         else:
-            self._step = self._end_without_body
+            self.next_event = self._end_without_body
 
     def _end(self, event: EndBody) -> EndBody:
         self._message_done()
         return event
 
     def _end_without_body(self) -> Event | None:
-        return self._end(_END_BODY)
+        self._message_done()
+        return _END_BODY
 
     def _over_limit(self, more: int) -> bool:
         limit = self._body_limit
@@ -293,7 +298,7 @@ class FramingReader:
         self._body_seen += count
         data = self._take(count)
         if not self._remaining:
-            self._step = self._end_without_body
+            self.next_event = self._end_without_body
         return Body(data)
 
     def _read_until_close(self) -> Event | None:
@@ -321,12 +326,12 @@ class FramingReader:
         self._pos = end + 2
         if not size:
             self._scan = self._pos
-            self._step = self._read_trailers
+            self.next_event = self._read_trailers
             return self._read_trailers()
         if self._over_limit(size):
             return self._fail(413, "body too large")
         self._remaining = size
-        self._step = self._read_chunk_data
+        self.next_event = self._read_chunk_data
         return self._read_chunk_data()
 
     def _read_chunk_data(self) -> Event | None:
@@ -338,7 +343,7 @@ class FramingReader:
         self._body_seen += count
         data = self._take(count)
         if not self._remaining:
-            self._step = self._read_chunk_end
+            self.next_event = self._read_chunk_end
         return Body(data)
 
     def _read_chunk_end(self) -> Event | None:
@@ -349,7 +354,7 @@ class FramingReader:
             if buf[pos] != 13 or buf[pos + 1] != 10:
                 return self._fail(400, "invalid chunk framing: missing CRLF after chunk data")
             self._pos = pos + 2
-            self._step = self._read_chunk_size
+            self.next_event = self._read_chunk_size
             return self._read_chunk_size()
         if available == 1 and buf[pos] != 13:
             return self._fail(400, "invalid chunk framing: missing CRLF after chunk data")

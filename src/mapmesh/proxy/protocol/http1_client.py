@@ -67,7 +67,7 @@ class Http1ClientCodec(FramingReader):
     @property
     def reusable(self) -> bool:
         """The last response was read to its end and the connection may carry another."""
-        return not (self.must_close or self._awaiting or self.buffered)
+        return not (self.must_close or self._awaiting or len(self._buf) > self._pos)
 
     def receive_data(self, data: bytes) -> None:
         if data and not self._awaiting:
@@ -173,7 +173,7 @@ class Http1ClientCodec(FramingReader):
             return
         if self.buffered:  # bytes beyond the response: reported by the next pull, as when
             self.must_close = True  # they arrive in a later read
-        self._step = self._read_head
+        self.next_event = self._read_head
 
 
 def _reason(head: bytes, line_end: int) -> bytes:

@@ -162,7 +162,7 @@ class Http1ServerCodec(FramingReader):
         if self._close_after:
             self._stop()
         else:
-            self._step = self._read_head
+            self.next_event = self._read_head
 
 
 def _body_framing(scan: FieldScan, http11: bool) -> bool | tuple[int, str]:

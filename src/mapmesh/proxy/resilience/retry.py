@@ -311,6 +311,11 @@ class RetryPolicy:
         None when neither bound is set."""
         return _earlier(now, self.per_try_timeout, request_deadline)
 
+    def final_status(self, status: int) -> bool:
+        """A first attempt answered ``status``: is that the request's answer whatever the
+        state (no retry event matches)? Lets callers skip making a :class:`RetryState`."""
+        return 0 <= status < 600 and self._by_status[status] is None
+
     def retry_on(self, outcome: Outcome, grpc_status: int | None = None) -> RetryOn | None:
         """The configured event ``outcome`` matches, if any."""
         if isinstance(outcome, Failure):

@@ -86,11 +86,16 @@ class FirstMatch(Generic[Hit]):
     path without its query.
     """
 
-    __slots__ = ("_entries", "_miss")
+    __slots__ = ("_entries", "_miss", "always")
 
     def __init__(self, entries: Sequence[tuple[str, Test | None, Hit]], miss: NoRoute) -> None:
         self._entries = tuple(entries)
         self._miss = miss
+        #: the hit of every origin-form path ("/..."), when the first entry is a bare prefix
+        #: "/" (App Mesh's default match): callers may skip building a request view then.
+        self.always: Hit | None = None
+        if self._entries and self._entries[0][0] == "/" and self._entries[0][1] is None:
+            self.always = self._entries[0][2]
 
     def match(self, head: RequestHead) -> Hit | NoRoute:
         """The first entry whose conditions ``head`` meets, else the table's :class:`NoRoute`."""

@@ -88,6 +88,10 @@ class OutboundRoutes:
         """Compile every table of a snapshot (``snapshot.route_tables``, ``egress_filter``)."""
         return cls((CompiledRouteTable(t) for t in route_tables), egress_filter)
 
+    def table_of_host(self, host: str) -> CompiledRouteTable | None:
+        """The table for a host already lower-cased and without port (``split_authority``)."""
+        return self._tables.get(host)
+
     def table(self, authority: str) -> CompiledRouteTable | None:
         """The table for a ``Host`` value in any case, with or without port (``Worker.corp:80``)."""
         table = self._tables.get(authority)
