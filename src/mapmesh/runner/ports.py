@@ -14,8 +14,10 @@ _HOST = "127.0.0.1"
 
 
 def port_free(port: int, host: str = _HOST) -> bool:
-    """True when nothing listens on ``host:port`` (TCP) and it can be bound."""
+    """True when nothing listens on ``host:port`` (TCP) and it can be bound. Like the
+    servers the runner starts, it ignores connections still in TIME_WAIT there."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -119,6 +119,7 @@ class Supervisor:
         self.phase = "starting"
         self._applied: tuple[int, frozenset[str]] | None = None
         self._refused: tuple[int, frozenset[str]] | None = None
+        self._gateway_refused = 0
         self._prune_pending = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -361,6 +362,8 @@ class Supervisor:
             self.report("gateway stopped")
         if wanted is None or self.gateway is not None or port is None:
             return
+        if self._gateway_refused == self.generation:
+            return  # it failed to start; try again when the file or the scale changes
         assert self.ctx is not None
         admin = self.ports.take()
         argv = [
@@ -376,16 +379,20 @@ class Supervisor:
         gateway = Daemon(
             "gateway", argv, self.logs / "gateway.log", http_ready(admin, "/ready"), self.report
         )
+        self.gateway, self.gateway_port = gateway, port  # stopped by _shutdown even mid-start
         try:
             await gateway.start()
         except (DaemonFailed, OSError) as exc:
+            await gateway.stop()
+            self.gateway = self.gateway_port = None
+            self.ports.release(admin)
             message = f"{exc}\nIs port {port} in use? Set gateway.port in the app file."
             if self.phase == "starting":
                 raise DaemonFailed(message) from None
             self.report(f"error: {message}")
             self.errors.append(message)
+            self._gateway_refused = self.generation
             return
-        self.gateway, self.gateway_port = gateway, port
         self.report(f"gateway http://127.0.0.1:{port}")
         self._write_state()
 
@@ -508,6 +515,8 @@ class Supervisor:
             "converged_generation": self.converged_generation,
             "errors": list(self.errors),
             "control_plane": self.control_plane_url,
+            "control_plane_pid": self.control_plane.pid if self.control_plane else None,
+            "control_url": self.control.url,
             "dns_port": self.dns_port,
             "gateway": gateway,
             "nodes": {
