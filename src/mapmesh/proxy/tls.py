@@ -39,7 +39,7 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -231,15 +231,17 @@ class TlsListeners:
 # -- one listening socket, its acceptor swappable --------------------------------------------
 
 
-class _Sniffer:
-    """PERMISSIVE: accept, wait for the first byte, then TLS when it starts a handshake."""
+HandOver = Callable[[socket.socket, bool], Awaitable[None]]
 
-    def __init__(
-        self, sock: socket.socket, factory: ProtocolFactory, tls: ServerTls, timeout: float
-    ) -> None:
+
+class _Sniffer:
+    """PERMISSIVE: accept, wait for the first byte, then hand the socket over saying whether
+    it starts a TLS handshake. Closing stops accepting; sockets already accepted are still
+    handed over (under whatever TLS is in force by then), so none is lost in a switch."""
+
+    def __init__(self, sock: socket.socket, hand_over: HandOver, timeout: float) -> None:
         self._sock = sock
-        self._factory = factory
-        self._tls = tls
+        self._hand_over = hand_over
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
@@ -263,13 +265,7 @@ class _Sniffer:
             if not first:
                 conn.close()
                 return
-            context = self._tls.context if first[0] == TLS_HANDSHAKE_RECORD else None
-            await self._loop.connect_accepted_socket(
-                self._factory,
-                conn,
-                ssl=context,
-                ssl_handshake_timeout=self._timeout if context is not None else None,
-            )
+            await self._hand_over(conn, first[0] == TLS_HANDSHAKE_RECORD)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("downstream connection dropped before it started", extra={"error": str(exc)})
             conn.close()
@@ -293,10 +289,15 @@ class _Sniffer:
         return conn.recv(1, socket.MSG_PEEK)
 
     def close(self) -> None:
+        """Stop accepting (connections being sniffed still start)."""
         self._task.cancel()
+        self._sock.close()
+
+    def abort(self) -> None:
+        """Stop everything, connections being sniffed included."""
+        self.close()
         for task in list(self._pending):
             task.cancel()
-        self._sock.close()
 
 
 def _recording(
@@ -330,6 +331,7 @@ class ListenerServer(asyncio.AbstractServer):
         self._acceptor: asyncio.Server | _Sniffer | None = None
         # the connections the current acceptor made, drained when it is replaced
         self._accepted: weakref.WeakSet[asyncio.BaseProtocol] = weakref.WeakSet()
+        self._make: ProtocolFactory = _recording(factory, self._accepted)
         self._serving: ServerTls | None = None
         self._wanted: ServerTls | None = None
         self._lock = asyncio.Lock()
@@ -364,7 +366,7 @@ class ListenerServer(asyncio.AbstractServer):
             try:
                 acceptor: asyncio.Server | _Sniffer
                 if tls is not None and tls.mode == "PERMISSIVE":
-                    acceptor = _Sniffer(sock, factory, tls, self._timeout)
+                    acceptor = _Sniffer(sock, self._hand_over, self._timeout)
                 else:
                     acceptor = await self._loop.create_server(
                         factory,
@@ -378,14 +380,43 @@ class ListenerServer(asyncio.AbstractServer):
                 log.error("cannot switch the listener's TLS", extra={"error": str(exc)})
                 return
             old, self._acceptor, self._serving = self._acceptor, acceptor, tls
-            drained, self._accepted = self._accepted, accepted
+            drained, self._accepted, self._make = self._accepted, accepted, factory
             if old is not None:
                 old.close()
-            for protocol in list(drained):
-                close = getattr(protocol, "close", None)
-                if callable(close):
-                    close()
+            self._drain(list(drained), self._loop.time() + self._timeout + 1.0)
             log.info("listener serving", extra={"tls": tls.mode if tls else "DISABLED"})
+
+    async def _hand_over(self, conn: socket.socket, starts_tls: bool) -> None:
+        """Start a sniffed connection under the TLS in force now (it may have changed while
+        the client was sending its first byte)."""
+        tls = self._serving
+        if self._closed:
+            conn.close()
+            return
+        context = None
+        if tls is not None and (tls.mode == "STRICT" or starts_tls):
+            context = tls.context
+        await self._loop.connect_accepted_socket(
+            self._make,
+            conn,
+            ssl=context,
+            ssl_handshake_timeout=self._timeout if context is not None else None,
+        )
+
+    def _drain(self, protocols: list[asyncio.BaseProtocol], until: float) -> None:
+        """Ask each connection to close when idle. One still in its TLS handshake has no
+        transport yet and would forget the request, so it is asked again until it has one
+        (or the handshake must have ended)."""
+        waiting = []
+        for protocol in protocols:
+            if getattr(protocol, "transport", None) is None:
+                waiting.append(protocol)
+                continue
+            close = getattr(protocol, "close", None)
+            if callable(close):
+                close()
+        if waiting and self._loop.time() < until:
+            self._loop.call_later(0.1, self._drain, waiting, until)
 
     # -- asyncio.AbstractServer ----------------------------------------------------------
 
@@ -393,8 +424,11 @@ class ListenerServer(asyncio.AbstractServer):
         if self._closed:
             return
         self._closed = True
-        if self._acceptor is not None:
-            self._acceptor.close()
+        acceptor = self._acceptor
+        if isinstance(acceptor, _Sniffer):
+            acceptor.abort()
+        elif acceptor is not None:
+            acceptor.close()
         self._sock.close()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
