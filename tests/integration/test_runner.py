@@ -84,7 +84,7 @@ services:
   worker:
     versions:
       v1: {{command: python app.py, replicas: 1, weight: 50}}
-      v2: {{command: [python, app.py], replicas: 1, weight: 50}}
+      v2: {{command: {v2_command}, replicas: 1, weight: 50}}
     health: {{interval: 300ms, timeout: 250ms}}
     retries: {{maxRetries: 3, perRetryTimeout: 2s}}
 """
@@ -122,11 +122,11 @@ class Runner:
     def replicas(self, service: str) -> list[dict[str, Any]]:
         return [r for r in self.status()["replicas"] if r["service"] == service]
 
-    def write_app_file(self, greeting: str) -> None:
+    def write_app_file(self, greeting: str, v2_command: str = "[python, app.py]") -> None:
         self.greeting = greeting
         self.app_file.write_text(
             APP_FILE.format(app=self.app, gateway_port=self.gateway.rsplit(":", 1)[1],
-                            greeting=greeting)
+                            greeting=greeting, v2_command=v2_command)
         )  # fmt: skip
 
     def cloud_map(self, service: str) -> set[str]:
@@ -412,4 +412,28 @@ def test_a_replica_failing_its_health_check_is_taken_out_and_restarted(runner: R
     again = next(r for r in runner.replicas("frontend") if r["replica"] == victim["replica"])
     assert again["restarts"] == victim["restarts"] + 1
     assert "failed 2 health checks in a row (HTTP 500" in runner.log()
+    runner.wait_settled()
+
+
+def test_a_replacement_that_keeps_failing_is_given_up_and_the_old_replica_keeps_serving(
+    runner: Runner,
+) -> None:
+    runner.wait_settled()
+    (old,) = [r for r in runner.replicas("worker") if r["version"] == "v2"]
+    runner.write_app_file(runner.greeting, v2_command='[python, -c, "raise SystemExit(3)"]')
+    try:
+        done = runner.cli("up")
+        assert done.returncode == 1
+        assert "gave up replacing worker-v2: replica" in done.stderr
+        assert "app exited with code 3" in done.stderr
+        v2 = [r for r in runner.replicas("worker") if r["version"] == "v2"]
+        assert [(r["instance"], r["state"]) for r in v2] == [(old["instance"], "running")]
+        load = Load(f"{runner.gateway}/worker/still", total=40).start().join()
+        assert load.failures == []
+        assert {b["version"] for b in load.bodies} == {"v1", "v2"}
+    finally:
+        runner.write_app_file(runner.greeting)
+        restored = runner.cli("up")
+    assert restored.returncode == 0, restored.stderr
+    assert "no replica to replace" in restored.stdout
     runner.wait_settled()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port
+from tests.support import ServerProcess, free_port
 
 APP = """\
 import os
@@ -104,6 +104,30 @@ def test_detached_runner_and_down_leave_no_process_or_port_behind(tmp_path: Path
     assert (again.returncode, again.stderr.strip()) == (
         0, f"no runner is running in {state}; nothing to stop",
     )  # fmt: skip
+
+
+def test_up_on_a_running_control_plane_leaves_it_running(
+    server: ServerProcess, unique: str, tmp_path: Path
+) -> None:
+    (tmp_path / "hello.py").write_text(APP)
+    port = free_port()
+    (tmp_path / "app.yaml").write_text(
+        f"app: {unique}\ngateway: {{port: {port}, routes: [{{prefix: /, service: web}}]}}\n"
+        "services:\n  web: {command: python hello.py, replicas: 2}\n"
+    )
+    started = mapmesh("up", "--detach", "--control-plane", server.url, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/").text == "hello from web"
+    found = mapmesh("discover", "--namespace", f"{unique}.local", "--service", "web",
+                    "--endpoint", server.url, "-o", "json", cwd=tmp_path)  # fmt: skip
+    instances = json.loads(found.stdout)["Instances"]
+    assert sorted(i["InstanceId"] for i in instances) == ["web-1", "web-2"]
+
+    assert mapmesh("down", cwd=tmp_path).returncode == 0
+    assert httpx.get(f"{server.url}/healthz").status_code == 200  # not the runner's to stop
+    found = mapmesh("discover", "--namespace", f"{unique}.local", "--service", "web",
+                    "--endpoint", server.url, "-o", "json", cwd=tmp_path)  # fmt: skip
+    assert json.loads(found.stdout)["Instances"] == []
 
 
 def test_an_invalid_app_file_names_the_field(tmp_path: Path) -> None:

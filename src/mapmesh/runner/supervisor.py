@@ -585,10 +585,11 @@ class Supervisor:
                 f"{self.app.namespace!r}; app and namespace cannot change while it runs. "
                 "Stop it with `mapmesh down`, then `mapmesh up` again"
             }
+        specs = launch_specs(app, Path(file).resolve().parent)
         replaced = sorted(
-            n
-            for n, s in launch_specs(app, Path(file).resolve().parent).items()
-            if n in self.specs and self.specs[n] != s
+            node
+            for node, spec in specs.items()
+            if any(r.spec != spec for r in self.replicas.get(node, []) if not r.stopping)
         )
         self._set_desired(app)
         self._prune_pending = True
