@@ -69,14 +69,14 @@ def _state_dir(flag: Path | None, file: Path | None) -> Path:
 
 
 def _load(file: Path) -> AppFile:
-    from mapmesh.runner.appfile import AppFileError
-    from mapmesh.runner.supervisor import check_derivable, load_app_file
+    from mapmesh.runner.appfile import AppFileError, load_file
+    from mapmesh.runner.derive import refusal
 
     try:
-        app = load_app_file(file)
+        app = load_file(file)
     except AppFileError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    problem = check_derivable(app, str(file))
+    problem = refusal(app, str(file))
     if problem is not None:
         raise _fail(problem, EXIT_USAGE)
     return app

@@ -1,11 +1,12 @@
-"""App files: a whole mesh described the way ECS Service Connect users think, parsed without I/O.
+"""App files: a whole mesh described the way ECS Service Connect users think.
 
 An app file names services, how to run them (command, replicas, env, health check) and which
 other services each one calls; App Mesh-level detail (version weights, retries, timeouts,
-connection pool, outlier detection) is optional. :func:`parse` turns the YAML text into frozen
-values or raises :class:`AppFileError`, whose message starts with the file, the line and the
-field (``app.yaml:14: services.worker.versions.v1.replicas: must be a whole number >= 0``),
-so a mistake is found before anything is started. ``docs/runner.md`` documents every field.
+connection pool, outlier detection) is optional. :func:`parse` (no I/O; :func:`load_file`
+reads the file first) turns the YAML text into frozen values or raises
+:class:`AppFileError`, whose message starts with the file, the line and the field
+(``app.yaml:14: services.worker.versions.v1.replicas: must be a whole number >= 0``), so a
+mistake is found before anything is started. ``docs/runner.md`` documents every field.
 
 Only shape and meaning are checked here; what the App Mesh API would refuse is caught later,
 when the derived resources are checked against its model (:mod:`mapmesh.runner.derive`).
@@ -13,14 +14,21 @@ when the derived resources are checked against its model (:mod:`mapmesh.runner.d
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
-import yaml
+from mapmesh.runner.fields import (
+    AppFileError,
+    Field,
+    did_you_mean,
+    load,
+    parse_duration,
+    show,
+    yaml_type,
+)
 
 __all__ = [
     "RESERVED_ENV",
@@ -34,17 +42,12 @@ __all__ = [
     "Retries",
     "Service",
     "Version",
+    "load_file",
     "parse",
     "parse_duration",
 ]
 
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-"""Names of the app, services and versions: DNS labels, since they become host names."""
-
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LAST_STEP = re.compile(r"(\.[^.\[]+|\[\d+\])$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
 _TCP_RETRY_EVENTS = ("connection-error",)
@@ -54,19 +57,6 @@ RESERVED_ENV = (
 )  # fmt: skip
 """Variables the runner sets for every app (``docs/runner.md``); ``env`` may not set them."""
 MAX_TOTAL_WEIGHT = 100  # App Mesh: the weights of a route's targets add up to at most 100
-
-
-class AppFileError(Exception):
-    """The app file cannot be run as written; ``field`` is the path of the offending member."""
-
-    def __init__(self, file: str, field: str, message: str, line: int | None = None) -> None:
-        self.file = file
-        self.field = field
-        self.message = message
-        self.line = line
-        where = f"{file}:{line}" if line else file
-        subject = f"{field}: " if field else ""
-        super().__init__(f"{where}: {subject}{message}")
 
 
 # -- the values ---------------------------------------------------------------------------
@@ -178,139 +168,21 @@ class AppFile:
 # -- parsing ------------------------------------------------------------------------------
 
 
-def parse_duration(value: object) -> float:
-    """``"500ms"``, ``"5s"``, ``"1m"``, ``"1h"`` or a number of seconds → seconds.
-
-    Raises ValueError with the accepted forms."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (found := _DURATION.match(value)):
-        seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    else:
-        raise ValueError(f'expected a duration like "500ms", "5s", "1m" or seconds, got {value!r}')
-    if seconds <= 0:
-        raise ValueError(f"must be a positive duration, got {value!r}")
-    return seconds
-
-
 def parse(text: str, file: str = "app.yaml") -> AppFile:
     """The app file in ``text``; :class:`AppFileError` names the first field that is wrong."""
+    return _app(load(text, file))
+
+
+def load_file(path: Path) -> AppFile:
+    """Read and parse ``path``; an unreadable file is an :class:`AppFileError` too."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise AppFileError(
-            file, "", f"not valid YAML: {exc.problem or exc.context}", line
-        ) from None
-    except yaml.YAMLError as exc:
-        raise AppFileError(file, "", f"not valid YAML: {exc}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _index_lines(node, "", lines)
-    root = _Field(file, "", data, lines)
-    return _app(root)
+        text = path.read_text()
+    except OSError as exc:
+        raise AppFileError(str(path), "", f"cannot read the app file: {exc.strerror}") from None
+    return parse(text, str(path))
 
 
-def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            member = f"{path}.{key_node.value}" if path else str(key_node.value)
-            lines.setdefault(member, key_node.start_mark.line + 1)
-            _index_lines(value_node, member, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            member = f"{path}[{i}]"
-            lines.setdefault(member, item.start_mark.line + 1)
-            _index_lines(item, member, lines)
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    """A value at a path of the file, able to raise errors that point at it."""
-
-    file: str
-    path: str
-    value: Any
-    lines: Mapping[str, int]
-
-    def fail(self, message: str) -> AppFileError:
-        """An error at this field, on its line (or its closest parent's)."""
-        path = self.path
-        while path and path not in self.lines:
-            parent = _LAST_STEP.sub("", path)
-            if parent == path:
-                break
-            path = parent
-        return AppFileError(self.file, self.path, message, self.lines.get(path))
-
-    def child(self, key: str | int) -> _Field:
-        if isinstance(key, int):
-            path = f"{self.path}[{key}]"
-            value = self.value[key]
-        else:
-            path = f"{self.path}.{key}" if self.path else key
-            value = self.value.get(key) if isinstance(self.value, dict) else None
-        return _Field(self.file, path, value, self.lines)
-
-    @property
-    def missing(self) -> bool:
-        return self.value is None
-
-    def mapping(self, allowed: Sequence[str], what: str) -> dict[str, Any]:
-        if not isinstance(self.value, dict):
-            raise self.fail(f"must be a mapping ({what}), not a {_type(self.value)}")
-        for key in self.value:
-            if not isinstance(key, str) or key not in allowed:
-                hint = _did_you_mean(str(key), allowed)
-                raise self.child(str(key)).fail(
-                    f"unknown field{hint}; {what} takes {', '.join(allowed)}"
-                )
-        return self.value
-
-    def string(self) -> str:
-        if not isinstance(self.value, str) or not self.value:
-            raise self.fail(f"must be a non-empty string, got {_show(self.value)}")
-        return self.value
-
-    def name(self, what: str) -> str:
-        value = self.value
-        if not isinstance(value, str) or not NAME.match(value) or len(value) > 63:
-            raise self.fail(
-                f"{what} must be lower-case letters, digits and '-' (a DNS label, at most 63 "
-                f"characters, not starting or ending with '-'), got {_show(value)}"
-            )
-        return value
-
-    def integer(self, low: int, high: int | None = None) -> int:
-        value = self.value
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(f"must be a whole number >= {low}, got {_show(value)}")
-        if high is not None and value > high:
-            raise self.fail(f"must be at most {high}, got {value}")
-        return value
-
-    def duration(self) -> float:
-        try:
-            return parse_duration(self.value)
-        except ValueError as exc:
-            raise self.fail(str(exc)) from None
-
-    def boolean(self) -> bool:
-        if not isinstance(self.value, bool):
-            raise self.fail(f"must be true or false, got {_show(self.value)}")
-        return self.value
-
-    def strings(self) -> list[str]:
-        if not isinstance(self.value, list):
-            raise self.fail(f"must be a list, not a {_type(self.value)}")
-        return [self.child(i).string() for i in range(len(self.value))]
-
-
-def _app(root: _Field) -> AppFile:
+def _app(root: Field) -> AppFile:
     if root.missing:
         raise root.fail("the file is empty; it needs at least `app:` and `services:`")
     top = root.mapping(("app", "namespace", "gateway", "services"), "an app file")
@@ -326,7 +198,7 @@ def _app(root: _Field) -> AppFile:
         if not _NAMESPACE.match(namespace) or len(namespace) > 253:
             raise ns_field.fail(
                 f"must be a DNS name like {app}.local (labels of letters, digits and '-'), "
-                f"got {_show(ns_field.value)}"
+                f"got {show(ns_field.value)}"
             )
     services_field = root.child("services")
     if services_field.missing:
@@ -343,7 +215,7 @@ def _app(root: _Field) -> AppFile:
         calls = services_field.child(service.name).child("calls")
         for i, called in enumerate(service.calls):
             if called not in names:
-                hint = _did_you_mean(called, names)
+                hint = did_you_mean(called, names)
                 raise calls.child(i).fail(
                     f"{called!r} is not a service in this file{hint}; services: {', '.join(names)}"
                 )
@@ -358,8 +230,8 @@ _SERVICE_KEYS = (
 _VERSION_KEYS = ("command", "replicas", "weight", "env")
 
 
-def _service(field: _Field) -> Service:
-    name = _Field(field.file, field.path, field.path.rsplit(".", 1)[-1], field.lines).name(
+def _service(field: Field) -> Service:
+    name = Field(field.file, field.path, field.path.rsplit(".", 1)[-1], field.lines).name(
         "a service's name"
     )
     if field.missing:
@@ -399,7 +271,7 @@ def _service(field: _Field) -> Service:
 
 
 def _versions(
-    field: _Field, service: _Field, name: str, env: tuple[tuple[str, str], ...]
+    field: Field, service: Field, name: str, env: tuple[tuple[str, str], ...]
 ) -> tuple[Version, ...]:
     if not isinstance(field.value, dict) or not field.value:
         raise field.fail("must be a mapping of version name to {command, replicas, weight, env}")
@@ -411,9 +283,9 @@ def _versions(
     versions: list[Version] = []
     for key in field.value:
         item = field.child(str(key))
-        version = _Field(item.file, item.path, key, item.lines).name("a version's name")
+        version = Field(item.file, item.path, key, item.lines).name("a version's name")
         if item.missing:
-            item = _Field(item.file, item.path, {}, item.lines)
+            item = Field(item.file, item.path, {}, item.lines)
         item.mapping(_VERSION_KEYS, "a version")
         command_field = item.child("command")
         if command_field.missing:
@@ -454,7 +326,7 @@ def _versions(
     return tuple(versions)
 
 
-def _check_nodes(field: _Field, services: Sequence[Service]) -> None:
+def _check_nodes(field: Field, services: Sequence[Service]) -> None:
     """Virtual node names must not collide (service ``worker-v1`` vs ``worker`` version v1)."""
     seen: dict[str, str] = {}
     for service in services:
@@ -470,7 +342,7 @@ def _check_nodes(field: _Field, services: Sequence[Service]) -> None:
                 )
 
 
-def _command(field: _Field) -> tuple[str, ...]:
+def _command(field: Field) -> tuple[str, ...]:
     value = field.value
     if isinstance(value, str):
         try:
@@ -480,21 +352,21 @@ def _command(field: _Field) -> tuple[str, ...]:
     elif isinstance(value, list):
         parts = field.strings()
     else:
-        raise field.fail(f"must be a string or a list of strings, not a {_type(value)}")
+        raise field.fail(f"must be a string or a list of strings, not a {yaml_type(value)}")
     if not parts:
         raise field.fail("is empty; say how to run the service")
     return tuple(parts)
 
 
-def _replicas(field: _Field) -> int:
+def _replicas(field: Field) -> int:
     return 1 if field.missing else field.integer(0, 100)
 
 
-def _env(field: _Field) -> tuple[tuple[str, str], ...]:
+def _env(field: Field) -> tuple[tuple[str, str], ...]:
     if field.missing:
         return ()
     if not isinstance(field.value, dict):
-        raise field.fail(f"must be a mapping of NAME: value, not a {_type(field.value)}")
+        raise field.fail(f"must be a mapping of NAME: value, not a {yaml_type(field.value)}")
     pairs: list[tuple[str, str]] = []
     for key, value in field.value.items():
         item = field.child(str(key))
@@ -507,7 +379,7 @@ def _env(field: _Field) -> tuple[tuple[str, str], ...]:
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, str | int | float):
-            raise item.fail(f"must be a string or a number, not a {_type(value)}")
+            raise item.fail(f"must be a string or a number, not a {yaml_type(value)}")
         pairs.append((key, str(value)))
     return tuple(pairs)
 
@@ -517,7 +389,7 @@ _HEALTH_KEYS = (
 )  # fmt: skip
 
 
-def _health(field: _Field) -> HealthCheck:
+def _health(field: Field) -> HealthCheck:
     if field.missing:
         return HealthCheck()
     field.mapping(_HEALTH_KEYS, "a health check")
@@ -551,15 +423,15 @@ def _health(field: _Field) -> HealthCheck:
     )
 
 
-def _optional(field: _Field, default: float) -> float:
+def _optional(field: Field, default: float) -> float:
     return default if field.missing else field.duration()
 
 
-def _threshold(field: _Field, default: int) -> int:
+def _threshold(field: Field, default: int) -> int:
     return default if field.missing else field.integer(1, 10)
 
 
-def _retries(field: _Field) -> Retries | None:
+def _retries(field: Field) -> Retries | None:
     if field.missing:
         return None
     keys = ("maxRetries", "perRetryTimeout", "events", "httpRetryEvents", "tcpRetryEvents")
@@ -583,18 +455,18 @@ def _retries(field: _Field) -> Retries | None:
     )
 
 
-def _events(field: _Field, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+def _events(field: Field, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
     if field.missing:
         return default
     events = field.strings()
     for i, event in enumerate(events):
         if event not in allowed:
-            hint = _did_you_mean(event, allowed)
+            hint = did_you_mean(event, allowed)
             raise field.child(i).fail(f"unknown event {event!r}{hint}; one of {', '.join(allowed)}")
     return tuple(dict.fromkeys(events))
 
 
-def _pool(field: _Field) -> ConnectionPool | None:
+def _pool(field: Field) -> ConnectionPool | None:
     if field.missing:
         return None
     field.mapping(("maxConnections", "maxPendingRequests"), "a connection pool")
@@ -608,7 +480,7 @@ def _pool(field: _Field) -> ConnectionPool | None:
     )
 
 
-def _outlier(field: _Field) -> OutlierDetection | None:
+def _outlier(field: Field) -> OutlierDetection | None:
     if field.missing:
         return None
     keys = ("maxServerErrors", "interval", "baseEjectionDuration", "maxEjectionPercent")
@@ -626,7 +498,7 @@ def _outlier(field: _Field) -> OutlierDetection | None:
     )
 
 
-def _gateway(field: _Field, services: Sequence[str]) -> Gateway | None:
+def _gateway(field: Field, services: Sequence[str]) -> Gateway | None:
     if field.missing:
         return None
     field.mapping(("port", "routes"), "the gateway")
@@ -651,7 +523,7 @@ def _gateway(field: _Field, services: Sequence[str]) -> Gateway | None:
             raise service_field.fail("missing; the service requests matching this route go to")
         service = service_field.string()
         if service not in services:
-            hint = _did_you_mean(service, services)
+            hint = did_you_mean(service, services)
             raise service_field.fail(
                 f"{service!r} is not a service in this file{hint}; services: {', '.join(services)}"
             )
@@ -659,34 +531,15 @@ def _gateway(field: _Field, services: Sequence[str]) -> Gateway | None:
     return Gateway(port, tuple(routes))
 
 
-def _rewrite(field: _Field) -> str | None:
+def _rewrite(field: Field) -> str | None:
     if field.missing:
         return "/"
     if field.value is False:
         return None
     value = field.value
     if not isinstance(value, str) or not value.startswith("/"):
-        raise field.fail(f"must be a path prefix starting with '/' or false, got {_show(value)}")
+        raise field.fail(f"must be a path prefix starting with '/' or false, got {show(value)}")
     return value
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    return "string" if isinstance(value, str) else type(value).__name__
-
-
-def _show(value: object) -> str:
-    return "nothing" if value is None else repr(value)

@@ -41,6 +41,7 @@ __all__ = [
     "Derived",
     "derive",
     "duration",
+    "refusal",
     "to_documents",
     "virtual_service",
 ]
@@ -237,3 +238,14 @@ def to_documents(derived: Derived, source: str) -> list[Any]:
     documents = parse(dump_documents(derived.documents), source)
     check_unique(documents)
     return documents
+
+
+def refusal(app: AppFile, source: str) -> str | None:
+    """Why the App Mesh API would refuse the app's resources, if it would."""
+    from mapmesh.cli.meshfile import MeshFileError
+
+    try:
+        to_documents(derive(app), f"{source} (derived)")
+    except MeshFileError as exc:
+        return f"the app file derives a resource App Mesh would refuse: {exc.message}"
+    return None

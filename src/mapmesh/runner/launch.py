@@ -20,7 +20,7 @@ from pathlib import Path
 from mapmesh.runner.appfile import AppFile, HealthCheck
 from mapmesh.runner.derive import virtual_service
 
-__all__ = ["LaunchSpec", "app_environment", "launch_specs", "url_variable"]
+__all__ = ["LaunchSpec", "app_environment", "launch_specs", "nodes_named", "url_variable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +83,15 @@ def app_environment(
         }
     )
     return env
+
+
+def nodes_named(name: str, specs: Mapping[str, LaunchSpec]) -> list[str] | str:
+    """The node(s) a user means by ``name`` (``scale NAME=N``), or why it means none: a
+    service without versions is its node; a versioned one must be named by version."""
+    if name in specs:
+        return [name]
+    versions = sorted(node for node, spec in specs.items() if spec.service == name)
+    if not versions:
+        services = sorted({spec.service for spec in specs.values()})
+        return f"no service {name!r} in the app; services: {', '.join(services)}"
+    return f"{name} has versions; scale one of them: " + ", ".join(f"{n}=N" for n in versions)

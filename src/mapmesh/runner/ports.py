@@ -47,3 +47,15 @@ class PortAllocator:
     def release(self, *ports: int) -> None:
         for port in ports:
             self._taken.discard(port)
+
+    def take_tcp_udp(self) -> int:
+        """A port free for both TCP and UDP (DNS listens on both with one number)."""
+        for _ in range(50):
+            port = self.take()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((self._host, port))
+                except OSError:
+                    continue
+            return port
+        raise OSError("no port free for both TCP and UDP on the loopback interface")

@@ -45,17 +45,17 @@ from typing import Any
 
 from mapmesh.cli.client import ClientError, CloudMapClient
 from mapmesh.runner import derive
-from mapmesh.runner.appfile import AppFile, AppFileError, parse
+from mapmesh.runner.appfile import AppFile, AppFileError, load_file
 from mapmesh.runner.control import ControlServer
 from mapmesh.runner.daemons import Daemon, DaemonFailed, http_ready
-from mapmesh.runner.launch import LaunchSpec, launch_specs
+from mapmesh.runner.launch import LaunchSpec, launch_specs, nodes_named
 from mapmesh.runner.meshsync import MeshSync
 from mapmesh.runner.ports import PortAllocator
 from mapmesh.runner.replica import Replica, ReplicaState, RunnerContext
 from mapmesh.runner.rollout import Abort, Start, Stop, next_step
 from mapmesh.runner.state import RunnerState, remove_state, write_state
 
-__all__ = ["Supervisor", "SupervisorOptions", "check_derivable", "load_app_file"]
+__all__ = ["Supervisor", "SupervisorOptions"]
 
 log = logging.getLogger("mapmesh.runner")
 
@@ -75,15 +75,6 @@ class SupervisorOptions:
     access_log: bool = True
     drain_timeout: float = 5.0
     python: str = sys.executable
-
-
-def load_app_file(path: Path) -> AppFile:
-    """Read and parse; :class:`AppFileError` for a missing or unreadable file too."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise AppFileError(str(path), "", f"cannot read the app file: {exc.strerror}") from None
-    return parse(text, str(path))
 
 
 class Supervisor:
@@ -197,7 +188,7 @@ class Supervisor:
             self.control_plane_url = options.control_plane.rstrip("/")
         else:
             api_port = options.api_port or self.ports.take()
-            dns_port = options.dns_port or _free_udp_tcp_port(self.ports)
+            dns_port = options.dns_port or self.ports.take_tcp_udp()
             self.dns_port = dns_port
             self.control_plane_url = f"http://127.0.0.1:{api_port}"
             argv = [
@@ -568,10 +559,10 @@ class Supervisor:
         if not isinstance(file, str):
             return 400, {"error": 'give the app file\'s path as {"file": PATH}'}
         try:
-            app = load_app_file(Path(file))
+            app = load_file(Path(file))
         except AppFileError as exc:
             return 400, {"error": str(exc)}
-        problem = check_derivable(app, file)
+        problem = derive.refusal(app, file)
         if problem is not None:
             return 400, {"error": problem}
         if Path(file).resolve() != self.options.app_file.resolve():
@@ -608,7 +599,7 @@ class Supervisor:
         for name, count in counts.items():
             if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100:
                 return 400, {"error": f"{name}={count}: the count must be a number from 0 to 100"}
-            nodes = self._nodes_named(str(name))
+            nodes = nodes_named(str(name), self.specs)
             if isinstance(nodes, str):
                 return 400, {"error": nodes}
             for node in nodes:
@@ -619,41 +610,3 @@ class Supervisor:
         generation = self._bump()
         self.report("scaled " + ", ".join(f"{n}={c}" for n, c in resolved.items()))
         return 200, {"generation": generation, "counts": resolved}
-
-    def _nodes_named(self, name: str) -> list[str] | str:
-        """The node(s) ``name`` means, or why it means none."""
-        if name in self.specs:
-            return [name]
-        versions = [n for n, s in self.specs.items() if s.service == name]
-        if not versions:
-            services = sorted({s.service for s in self.specs.values()})
-            return f"no service {name!r} in the app; services: {', '.join(services)}"
-        return f"{name} has versions; scale one of them: " + ", ".join(
-            f"{n}=N" for n in sorted(versions)
-        )
-
-
-def check_derivable(app: AppFile, file: str) -> str | None:
-    """Why the App Mesh API would refuse the app's resources, if it would."""
-    from mapmesh.cli.meshfile import MeshFileError
-
-    try:
-        derive.to_documents(derive.derive(app), f"{file} (derived)")
-    except MeshFileError as exc:
-        return f"the app file derives a resource App Mesh would refuse: {exc.message}"
-    return None
-
-
-def _free_udp_tcp_port(ports: PortAllocator) -> int:
-    """A port free for both TCP and UDP (DNS listens on both with one number)."""
-    import socket
-
-    for _ in range(50):
-        port = ports.take()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise OSError("no port free for both TCP and UDP on 127.0.0.1")
