@@ -7,7 +7,7 @@ Theory of operation
 ``ListenerTls`` / ``VirtualGatewayListenerTls``) into an :class:`ssl.SSLContext` per listener
 before the snapshot is applied, so a missing or unreadable certificate, a key that does not
 match it, or a source the proxy cannot use (``sds``, ``acm``) refuses the snapshot with the
-reason and the last good configuration stays. :meth:`~ListenerTls.commit` then hands the new
+reason and the last good configuration stays. :meth:`~TlsListeners.commit` then hands the new
 TLS to the listeners. A context is rebuilt only when the listener's TLS or one of its files
 (size, mtime, inode) changed, so unrelated snapshots leave the listeners alone and a rotated
 certificate takes effect with the next snapshot.
@@ -210,9 +210,6 @@ class TlsListeners:
         self._wanted = dict(plan)
         for kind, server in self._servers.items():
             server.want(self._wanted.get(kind))
-
-    def serving(self, kind: str) -> ServerTls | None:
-        return self._wanted.get(kind)
 
     async def listen(
         self, kind: str, factory: ProtocolFactory, host: str, port: int, backlog: int = 1024
