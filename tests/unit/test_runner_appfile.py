@@ -212,6 +212,7 @@ services:
         ("app: shop\ngateway: {port: 70000, routes: [{prefix: /, service: web}]}\n"
          "services:\n  web: {command: x}\n", "gateway.port", "must be at most 65535", 2),
         ("app: shop\nservices:\n  web: {command: x\n", "", "not valid YAML", 4),
+        ("app: shop\negressFilter: allow" + SVC, "egressFilter", "must be DROP_ALL or", 2),
     ],
 )  # fmt: skip
 def test_errors_name_the_field_and_line(

@@ -201,3 +201,10 @@ def test_a_replica_is_replaced_exactly_when_its_launch_changes(tmp_path: Path) -
     assert rescaled == before  # more replicas of the same thing
     greeted = launch_specs(parse(SPEC_EXAMPLE.replace("GREETING: hi", "GREETING: yo")), tmp_path)
     assert [n for n in before if before[n] != greeted[n]] == ["frontend"]
+
+
+def test_the_egress_filter_is_the_mesh_s() -> None:
+    mesh = documents("app: a\nservices:\n  web: {command: x}\n")[("Mesh", "a")]
+    assert mesh["spec"] == {"egressFilter": {"type": "DROP_ALL"}}
+    text = "app: a\negressFilter: ALLOW_ALL\nservices:\n  web: {command: x}\n"
+    assert documents(text)[("Mesh", "a")]["spec"] == {"egressFilter": {"type": "ALLOW_ALL"}}

@@ -152,6 +152,7 @@ class AppFile:
     namespace: str
     services: tuple[Service, ...]
     gateway: Gateway | None
+    egress: str = "DROP_ALL"  # the mesh's egress filter: ALLOW_ALL lets apps call outside hosts
 
     def service(self, name: str) -> Service:
         for service in self.services:
@@ -185,8 +186,7 @@ def load_file(path: Path) -> AppFile:
 def _app(root: Field) -> AppFile:
     if root.missing:
         raise root.fail("the file is empty; it needs at least `app:` and `services:`")
-    top = root.mapping(("app", "namespace", "gateway", "services"), "an app file")
-    del top
+    root.mapping(("app", "namespace", "egressFilter", "gateway", "services"), "an app file")
     app_field = root.child("app")
     if app_field.missing:
         raise app_field.fail("missing; add `app: NAME`, which names the mesh")
@@ -220,7 +220,11 @@ def _app(root: Field) -> AppFile:
                     f"{called!r} is not a service in this file{hint}; services: {', '.join(names)}"
                 )
     gateway = _gateway(root.child("gateway"), names)
-    return AppFile(app, namespace, tuple(services), gateway)
+    egress_field = root.child("egressFilter")
+    egress = "DROP_ALL" if egress_field.missing else egress_field.string()
+    if egress not in ("DROP_ALL", "ALLOW_ALL"):
+        raise egress_field.fail(f"must be DROP_ALL or ALLOW_ALL, got {egress!r}")
+    return AppFile(app, namespace, tuple(services), gateway, egress)
 
 
 _SERVICE_KEYS = (

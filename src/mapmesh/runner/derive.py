@@ -3,7 +3,8 @@
 Users say "A calls B"; App Mesh needs four resource types to say it. The rules, one line each
 (``docs/runner.md`` shows a worked example):
 
-- the app is a **mesh** named ``app``; the namespace is a Cloud Map **private DNS namespace**
+- the app is a **mesh** named ``app`` (egress filter ``egressFilter``, default DROP_ALL); the
+  namespace is a Cloud Map **private DNS namespace**
   with one **Cloud Map service** per app service (DNS A and SRV records, custom health);
 - each service — or each of its versions — is a **virtual node** (``worker`` / ``worker-v1``)
   discovered through Cloud Map (versions by the instance attribute ``version``), with one
@@ -97,7 +98,7 @@ def derive(app: AppFile, ready: Collection[str] | None = None) -> Derived:
     tags = {OWNER_TAG: app.app}
     mesh = app.app
     documents: list[dict[str, Any]] = [
-        {"kind": "Mesh", "name": mesh, "spec": {"egressFilter": {"type": "DROP_ALL"}}, "tags": tags}
+        {"kind": "Mesh", "name": mesh, "spec": {"egressFilter": {"type": app.egress}}, "tags": tags}
     ]
 
     def add(kind: str, name: str, spec: dict[str, Any], **parent: str) -> None:
