@@ -64,6 +64,7 @@ from bench import (
     Spawned,
     child_cpu_seconds,
     cloudmap_client,
+    compile_sources,
     core_busy_seconds,
     free_port,
     machine_info,
@@ -1605,6 +1606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fixed_rate_main(argv[1:])
     args = parse_args(argv)
     require_tools("wrk", "taskset", "nginx", "haproxy")
+    compile_sources()
     raise_on_sigterm()
     raise_fd_limit()
     pin_self(args.client_cpu)

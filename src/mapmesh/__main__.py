@@ -1,3 +1,3 @@
-from mapmesh.cli.main import main
+from mapmesh.cli.entry import main
 
 main()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from urllib.parse import quote
 
-from mapmesh.model.registry import HealthCheckType
+from mapmesh.model.health import HealthCheckType
 
 __all__ = [
     "MAX_STATUS_LINE",

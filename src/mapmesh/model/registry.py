@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
+from mapmesh.model.health import HealthCheckType
+
 __all__ = [
     "ATTR_CNAME",
     "ATTR_INIT_HEALTH_STATUS",
@@ -86,12 +88,6 @@ class RecordType(StrEnum):
     AAAA = "AAAA"
     SRV = "SRV"
     CNAME = "CNAME"
-
-
-class HealthCheckType(StrEnum):
-    HTTP = "HTTP"
-    HTTPS = "HTTPS"
-    TCP = "TCP"
 
 
 class HealthStatus(StrEnum):

@@ -15,7 +15,7 @@ import random
 from typing import TYPE_CHECKING
 
 from mapmesh.core.probes import ProbeTarget, probe
-from mapmesh.model.registry import HealthCheckType
+from mapmesh.model.health import HealthCheckType
 from mapmesh.model.snapshot import HealthCheck
 from mapmesh.proxy.stats import Stats
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from mapmesh.proxy.backend_port import BackendPortConfig
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.config import ClusterSet, ProxyConfig, RateLimiterSet, build_config
 from mapmesh.proxy.config_watch import StreamIdentity, follow_snapshots
+from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.registration import CloudMapRegistrar, RegistrationError
 from mapmesh.proxy.router import Router
@@ -90,6 +92,7 @@ class ProxyProcess:
         instance = options.instance_id or f"{options.name}-{socket.gethostname()}-{os.getpid()}"
         self._registrar = CloudMapRegistrar(options.control_plane, instance)
         self._listening = False
+        self._deadlines = Deadlines(self._clock)
         self.ports: dict[str, int] = {}
 
     # -- snapshots -----------------------------------------------------------------------
@@ -116,12 +119,18 @@ class ProxyProcess:
             self.stats.inc("config_update_rejected")
             log.warning("snapshot rejected", extra={"version": version, "error": str(exc)})
             return f"{type(exc).__name__}: {exc}"
+        first = self.config is None
         self.config = config
         self._tls.commit(tls)
         self.stats.inc("config_update_success")
         self.stats.set("config_version", version)
         self._persist(version, data)
         log.info("snapshot applied", extra={"version": version})
+        if first:
+            # What exists now (modules, the first config) lives as long as the process: keep
+            # it out of every later collection, so collections stay short (request p99).
+            gc.collect()
+            gc.freeze()
         return None
 
     def _persist(self, version: int, data: dict[str, Any]) -> None:
@@ -230,6 +239,7 @@ class ProxyProcess:
             self.stats,
             self._clock,
             self._rng,
+            self._deadlines,
             inbound=self._inbound_target,
             passthrough=self._clusters.passthrough,
         )
@@ -303,6 +313,7 @@ class ProxyProcess:
         self._clusters.close()
         if self._inbound is not None:
             self._inbound.close()
+        self._deadlines.close()
         self._access_log.close()
 
     async def run_until_signalled(self) -> None:
