@@ -188,7 +188,8 @@ def test_each_replica_gets_its_port_its_sidecar_as_proxy_and_its_backends_urls(
         "MAPMESH_VERSION": "",
         "MAPMESH_REPLICA": "3",
     }
-    worker = app_environment(specs["worker-v2"], 1, 1, 2, {})
+    worker = app_environment(specs["worker-v2"], 1, 1, 2, {"PATH": "/usr/bin"}, "/venv/bin")
+    assert worker["PATH"] == "/venv/bin:/usr/bin"  # `python` is the runner's interpreter
     assert (worker["MAPMESH_VERSION"], worker["WORKER_VERSION"]) == ("v2", "v2")
     assert url_variable("user-db") == "USER_DB_URL"
 

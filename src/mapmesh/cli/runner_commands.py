@@ -327,7 +327,8 @@ def _print_status(status: dict[str, Any]) -> None:
         ])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
     for error in status.get("errors") or []:
         typer.echo(f"error: {error}", err=True)
 

@@ -5,7 +5,8 @@ the command, the working directory, the file's environment, the health check and
 it calls. Two specs compare equal exactly when a running replica may be kept, so a rollout
 is ``spec != replica.spec``.
 
-The app's environment (:func:`app_environment`) is the runner's own environment, then one
+The app's environment (:func:`app_environment`) is the runner's own environment (with the
+runner's interpreter first on PATH), then one
 ``<SERVICE>_URL`` per called service (``AUTH_URL=http://auth.social.local``), then the file's
 ``env``, then the variables the runner owns (``appfile.RESERVED_ENV``): the port to listen
 on, the sidecar as HTTP proxy, and who the replica is.
@@ -13,6 +14,7 @@ on, the sidecar as HTTP proxy, and who the replica is.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +66,18 @@ def launch_specs(app: AppFile, cwd: Path) -> dict[str, LaunchSpec]:
 
 
 def app_environment(
-    spec: LaunchSpec, replica: int, port: int, outbound_port: int, inherited: Mapping[str, str]
+    spec: LaunchSpec,
+    replica: int,
+    port: int,
+    outbound_port: int,
+    inherited: Mapping[str, str],
+    bin_dir: str | None = None,
 ) -> dict[str, str]:
-    """The complete environment of one replica's app process."""
+    """The complete environment of one replica's app process; ``bin_dir`` (the directory of
+    the runner's interpreter) goes first on PATH, so ``python`` there is the runner's."""
     env = dict(inherited)
+    if bin_dir:
+        env["PATH"] = os.pathsep.join([bin_dir, *filter(None, [env.get("PATH")])])
     env.update(spec.env)
     proxy = f"http://127.0.0.1:{outbound_port}"
     env.update(

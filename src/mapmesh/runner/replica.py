@@ -261,7 +261,10 @@ class Replica:
             env=ctx.inherited_env,
             banner=banner,
         )
-        env = app_environment(spec, self.number, ports.app, ports.outbound, ctx.inherited_env)
+        env = app_environment(
+            spec, self.number, ports.app, ports.outbound, ctx.inherited_env,
+            os.path.dirname(ctx.python),
+        )  # fmt: skip
         self.app = await Child.spawn(
             self.instance_id,
             self._app_argv(),

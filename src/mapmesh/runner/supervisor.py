@@ -377,7 +377,9 @@ class Supervisor:
             await gateway.stop()
             self.gateway = self.gateway_port = None
             self.ports.release(admin)
-            message = f"{exc}\nIs port {port} in use? Set gateway.port in the app file."
+            message = str(exc)
+            if "in use" in message or "cannot start the proxy" in message:
+                message += f"\nIs port {port} in use? Set gateway.port or pass --gateway-port."
             if self.phase == "starting":
                 raise DaemonFailed(message) from None
             self.report(f"error: {message}")
