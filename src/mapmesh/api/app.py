@@ -26,6 +26,7 @@ from mapmesh.api.cloudmap import HANDLERS
 from mapmesh.api.extensions import extension_routes
 from mapmesh.api.restjson import RestJsonApi
 from mapmesh.api.spec import ValidationFailed, load_spec
+from mapmesh.api.telemetry import telemetry_routes
 from mapmesh.api.xds import stream_routes
 from mapmesh.core.context import CallerContext
 from mapmesh.mesh.service import MeshService
@@ -147,5 +148,6 @@ def create_app(
             *appmesh.routes(),
             *stream_routes(snapshots),
             *extension_routes(mesh),
+            *telemetry_routes(registry, mesh, snapshots),
         ]
     )

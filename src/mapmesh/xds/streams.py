@@ -84,6 +84,7 @@ class SnapshotHub:
         self._entries: dict[ProxyId, _Entry] = {}
         self._pending: set[ProxyId] = set()
         self._flush_scheduled = False
+        self._ack_listeners: list[Callable[[ProxyId, Ack], None]] = []
         self.compiles = 0
         self.pushes = 0
 
@@ -127,7 +128,9 @@ class SnapshotHub:
         entry = self._entries.get(proxy)
         if entry is None:
             return False
-        entry.acks[instance] = Ack(instance, version, accepted, error, time.time())
+        recorded = entry.acks[instance] = Ack(instance, version, accepted, error, time.time())
+        for listener in self._ack_listeners:
+            listener(proxy, recorded)
         if not accepted:
             log.warning(
                 "proxy rejected snapshot",
@@ -139,6 +142,10 @@ class SnapshotHub:
                 },
             )
         return True
+
+    def on_ack(self, listener: Callable[[ProxyId, Ack], None]) -> None:
+        """Call ``listener`` with every acknowledgement recorded (the telemetry event log)."""
+        self._ack_listeners.append(listener)
 
     # -- inputs changed ------------------------------------------------------------------
 
