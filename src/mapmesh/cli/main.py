@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mapmesh.cli import mesh_commands, proxy_commands, runner_commands
+from mapmesh.cli import mesh_commands, proxy_commands, runner_commands, top_command
 from mapmesh.cli.explain_command import explain
 from mapmesh.cli.registry_commands import discover, instance_app, namespace_app, service_app
 from mapmesh.core import configure_logging
@@ -87,6 +87,7 @@ app.command("ps")(runner_commands.ps)
 app.command("logs")(runner_commands.logs)
 app.command("scale")(runner_commands.scale)
 app.command("down")(runner_commands.down)
+app.command("top")(top_command.top)
 
 
 def _run(coro: object) -> None:

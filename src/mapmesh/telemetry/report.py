@@ -260,7 +260,11 @@ def _hex_id(value: Any, field: str, pattern: re.Pattern[str], digits: int) -> st
 
 def _span(value: Any, field: str) -> SpanReport:
     span = _object(value, field)
+    trace_id = _hex_id(span.get("traceId"), f"{field}.traceId", _TRACE_ID, 32)
+    span_id = _hex_id(span.get("spanId"), f"{field}.spanId", _SPAN_ID, 16)
     parent = span.get("parentSpanId")
+    if parent not in (None, ""):
+        parent = _hex_id(parent, f"{field}.parentSpanId", _SPAN_ID, 16)
     start = _number(span.get("start"), f"{field}.start")
     end = _number(span.get("end"), f"{field}.end")
     if end < start:
@@ -268,11 +272,9 @@ def _span(value: Any, field: str) -> SpanReport:
     attributes = span.get("attributes")
     status = span.get("status")
     return SpanReport(
-        trace_id=_hex_id(span.get("traceId"), f"{field}.traceId", _TRACE_ID, 32),
-        span_id=_hex_id(span.get("spanId"), f"{field}.spanId", _SPAN_ID, 16),
-        parent_span_id=(
-            None if parent in (None, "") else _hex_id(parent, f"{field}.parentSpanId", _SPAN_ID, 16)
-        ),
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent or None,
         name=_name(span.get("name"), f"{field}.name", empty=True),
         kind=_choice(span.get("kind"), f"{field}.kind", SPAN_KINDS),
         start=start,
