@@ -167,6 +167,14 @@ def test_commands_without_a_runner_say_how_to_start_one(tmp_path: Path) -> None:
             "`mapmesh up -f app.yaml`, or point at a running one with --state-dir DIR (or "
             "MAPMESH_STATE_DIR) or -f FILE"
         )
+    logs = mapmesh("logs", "web", cwd=tmp_path)
+    assert logs.returncode == 1
+    assert logs.stderr.startswith(f"error: no logs in {tmp_path / '.mapmesh'}: nothing ran there")
+    (tmp_path / "app.yaml").write_text("app: shop\nservices:\n  web: {command: python web.py}\n")
+    unreachable = mapmesh("up", "--control-plane", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert unreachable.returncode == 1
+    assert "does not answer (cannot reach" in unreachable.stderr
+    assert "Start it with `mapmesh server`, or drop --control-plane" in unreachable.stderr
     bad = mapmesh("scale", "web", cwd=tmp_path)
     assert (bad.returncode, bad.stderr.strip()) == (
         2, "error: expected SERVICE=N (e.g. frontend=3), got 'web'",

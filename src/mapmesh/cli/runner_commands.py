@@ -163,6 +163,8 @@ def up(
         if left:
             _say(f"stopped {left} process(es) left by a runner that was killed")
     _check_ports(control_plane, api_port, dns_port, gateway_port or _gateway_port(app))
+    if control_plane is not None:
+        _check_control_plane(control_plane)
     if detach:
         _detach(file, directory, timeout, sys.argv[1:])
         return
@@ -190,6 +192,20 @@ def _check_ports(control_plane: str | None, api: int, dns: int, gateway: int | N
     for port, what, fix in wanted:
         if port and not port_free(port):
             raise _fail(f"port {port} ({what}) is in use on 127.0.0.1; {fix}")
+
+
+def _check_control_plane(url: str) -> None:
+    from mapmesh.cli.client import ClientError, CloudMapClient
+
+    try:
+        CloudMapClient(url, timeout=5.0).call("ListNamespaces", MaxResults=1)
+    except ValueError as exc:
+        raise _fail(f"--control-plane: {exc}", EXIT_USAGE) from None
+    except ClientError as exc:
+        raise _fail(
+            f"the control plane at {url} does not answer ({exc}). Start it with `mapmesh "
+            "server`, or drop --control-plane to let `up` start one"
+        ) from None
 
 
 def _foreground(
@@ -363,7 +379,11 @@ def logs(
     if not found:
         known = known_services(directory / "logs")
         if not (directory / "logs").is_dir():
-            raise _fail(f"no logs in {directory}; " + _not_running(directory).split(". ", 1)[1])
+            raise _fail(
+                f"no logs in {directory}: nothing ran there. Start an app with `mapmesh up -f "
+                "app.yaml`, or point at its state with --state-dir DIR (or MAPMESH_STATE_DIR) "
+                "or -f FILE"
+            )
         which = f" replica {replica}" if replica is not None else ""
         raise _fail(
             f"no logs for {service}{which} in {directory / 'logs'}; logs exist for: "
