@@ -22,10 +22,10 @@ number of edges (:class:`~mapmesh.telemetry.store.TelemetryStore`).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mapmesh.telemetry.histogram import Bounds, add_counts, percentile
-from mapmesh.telemetry.report import EdgeReport
+from mapmesh.telemetry.report import STATUS_CLASSES, EdgeReport
 
 __all__ = [
     "BUCKET_SECONDS",
@@ -40,6 +40,7 @@ BUCKET_SECONDS = 2.0
 KEEP_SECONDS = 900.0  # 15 minutes
 _KEEP_BUCKETS = int(KEEP_SECONDS / BUCKET_SECONDS)
 _ERROR_CLASSES = ("5xx", "0xx")
+_STATUS_INDEX = {key: index for index, key in enumerate(STATUS_CLASSES)}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -54,25 +55,50 @@ class EdgeKey:
     cluster: str | None
 
 
-@dataclass(slots=True)
 class _Bucket:
-    index: int
-    requests: int = 0
-    status: dict[str, int] = field(default_factory=dict)
-    flags: dict[str, int] = field(default_factory=dict)
-    latency: dict[Bounds, list[int]] = field(default_factory=dict)
+    """One time bucket of one edge, kept lean (there may be ~10⁵ of them): status counts in
+    a list by :data:`STATUS_CLASSES` position, flags and extra histograms only when present."""
+
+    __slots__ = ("bounds", "counts", "flags", "index", "others", "requests", "status")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.requests = 0
+        self.status = [0] * len(STATUS_CLASSES)
+        self.flags: dict[str, int] | None = None
+        self.bounds: Bounds = ()
+        self.counts: list[int] | None = None  # the histogram for ``bounds``
+        self.others: dict[Bounds, list[int]] | None = None  # histograms with other bounds
 
     def add(self, edge: EdgeReport) -> None:
         self.requests += edge.requests
         for key, count in edge.status:
-            self.status[key] = self.status.get(key, 0) + count
-        for key, count in edge.flags:
-            self.flags[key] = self.flags.get(key, 0) + count
-        if edge.counts:
-            counts = self.latency.get(edge.bounds)
+            self.status[_STATUS_INDEX[key]] += count
+        if edge.flags:
+            flags = self.flags if self.flags is not None else {}
+            for key, count in edge.flags:
+                flags[key] = flags.get(key, 0) + count
+            self.flags = flags
+        if not edge.counts:
+            return
+        if self.counts is None:
+            self.bounds, self.counts = edge.bounds, list(edge.counts)
+        elif edge.bounds == self.bounds:
+            add_counts(self.counts, edge.counts)
+        else:
+            others = self.others if self.others is not None else {}
+            counts = others.get(edge.bounds)
             if counts is None:
-                counts = self.latency[edge.bounds] = [0] * len(edge.counts)
-            add_counts(counts, edge.counts)
+                others[edge.bounds] = list(edge.counts)
+            else:
+                add_counts(counts, edge.counts)
+            self.others = others
+
+    def histograms(self) -> list[tuple[Bounds, list[int]]]:
+        found = [(self.bounds, self.counts)] if self.counts is not None else []
+        if self.others:
+            found.extend(self.others.items())
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +135,12 @@ class WindowSum:
     def add(self, bucket: _Bucket) -> None:
         self.seen = True
         self.requests += bucket.requests
-        for key, count in bucket.status.items():
-            self.status[key] = self.status.get(key, 0) + count
-        for key, count in bucket.flags.items():
+        for key, count in zip(STATUS_CLASSES, bucket.status, strict=True):
+            if count:
+                self.status[key] = self.status.get(key, 0) + count
+        for key, count in (bucket.flags or {}).items():
             self.flags[key] = self.flags.get(key, 0) + count
-        for bounds, counts in bucket.latency.items():
+        for bounds, counts in bucket.histograms():
             into = self.latency.get(bounds)
             if into is None:
                 self.latency[bounds] = list(counts)

@@ -45,7 +45,7 @@ __all__ = [
     "TelemetryStore",
 ]
 
-MAX_EDGES = 2000
+MAX_EDGES = 1000
 MAX_REPORTERS = 2000  # proxy identities (mesh, kind, node)
 MAX_INSTANCES = 1000  # reporting instances per identity
 MAX_EJECTIONS = 5000
