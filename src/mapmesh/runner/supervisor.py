@@ -51,6 +51,7 @@ from mapmesh.runner.daemons import Daemon, DaemonFailed, http_ready
 from mapmesh.runner.launch import LaunchSpec, launch_specs, nodes_named
 from mapmesh.runner.meshsync import MeshSync
 from mapmesh.runner.ports import PortAllocator
+from mapmesh.runner.processes import Child
 from mapmesh.runner.replica import Replica, ReplicaState, RunnerContext
 from mapmesh.runner.rollout import Abort, Start, Stop, next_step
 from mapmesh.runner.state import RunnerState, remove_state, write_state
@@ -244,8 +245,8 @@ class Supervisor:
         remove_state(self.state_dir, os.getpid())
         self.report("stopped")
 
-    def _children(self) -> list[Any]:
-        children: list[Any] = []
+    def _children(self) -> list[Child]:
+        children: list[Child] = []
         for daemon in (self.gateway, self.control_plane):
             if daemon is not None and daemon.child is not None:
                 children.append(daemon.child)
