@@ -29,6 +29,7 @@ from mapmesh.api.spec import ValidationFailed, load_spec
 from mapmesh.api.telemetry import telemetry_routes
 from mapmesh.api.xds import stream_routes
 from mapmesh.core.context import CallerContext
+from mapmesh.dashboard import dashboard_routes
 from mapmesh.mesh.service import MeshService
 from mapmesh.registry.errors import RegistryError
 from mapmesh.registry.registry import Registry
@@ -148,6 +149,7 @@ def create_app(
             *appmesh.routes(),
             *stream_routes(snapshots),
             *extension_routes(mesh),
+            *dashboard_routes(),
             *telemetry_routes(registry, mesh, snapshots),
         ]
     )
