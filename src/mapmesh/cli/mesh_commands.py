@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from mapmesh.cli.meshfile import Change, Document
     from mapmesh.mesh.kinds import Kind, ResourceId
 
-__all__ = ["GetOutput", "apply", "delete", "diff", "get"]
+__all__ = ["GetOutput", "apply", "carry_out", "delete", "diff", "get", "live_change"]
 
 FilesOption = Annotated[
     list[str],
@@ -224,7 +224,7 @@ class _Run:
         return f"note: {before}{after}."
 
 
-def _live(client: AppMeshClient, document: Document) -> tuple[Change, dict[str, Any] | None]:
+def live_change(client: AppMeshClient, document: Document) -> tuple[Change, dict[str, Any] | None]:
     """The plan for ``document`` and the server's data for it (None: it does not exist)."""
     from mapmesh.cli.meshfile import plan, tags_from_wire
     from mapmesh.mesh.extensions import SUPPORTED
@@ -242,9 +242,7 @@ def _live(client: AppMeshClient, document: Document) -> tuple[Change, dict[str, 
     return plan(document, data.get("spec") or {}, tags, extensions), data
 
 
-def _carry_out(
-    client: AppMeshClient, change: Change, data: dict[str, Any] | None
-) -> dict[str, Any]:
+def carry_out(client: AppMeshClient, change: Change, data: dict[str, Any] | None) -> dict[str, Any]:
     """Do what ``change`` says; the resource's data afterwards."""
     from mapmesh.cli.meshfile import Action, tags_to_wire
 
@@ -292,9 +290,9 @@ def apply(
         client = _connect(endpoint)
         for position, document in enumerate(run.ordered):
             try:
-                change, data = _live(client, document)
+                change, data = live_change(client, document)
                 if change.action is not Action.UNCHANGED:
-                    data = _carry_out(client, change, data)
+                    data = carry_out(client, change, data)
             except ClientError as exc:
                 raise run.stop(exc, position) from None
             run.record(document, change.action.value, data)
@@ -313,7 +311,7 @@ def diff(
         client = _connect(endpoint)
         for document in apply_order(_load(files, EXIT_USAGE)):
             try:
-                change, _ = _live(client, document)
+                change, _ = live_change(client, document)
             except ClientError as exc:
                 raise _fail(_document_error(exc, document, "diff"), code=EXIT_USAGE) from None
             text = change.diff()

@@ -13,7 +13,6 @@ let requests in flight finish up to the drain timeout, then close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -44,6 +43,8 @@ from mapmesh.proxy.tls import TlsListeners
 __all__ = ["ProxyOptions", "ProxyProcess"]
 
 log = logging.getLogger("mapmesh.proxy")
+
+STOP_TIMEOUT = 2.0  # seconds background tasks get to finish once cancelled
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,15 @@ class ProxyProcess:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a cancellation that lands as a wait_for completes can be lost (Python
+        # 3.11), and a task that ignores it must not keep the process from exiting.
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: its failure was logged where it happened
+            for task in stuck:
+                log.warning("task did not stop in time", extra={"task": task.get_name()})
         await self._admin.stop()
         for connection in list(self._connections):
             if connection.transport is not None:

@@ -95,14 +95,14 @@ class MeshSync:
 
     def apply(self, derived: Derived, source: str) -> Counter[str]:
         """Create or update every derived resource, dependencies first; counts by result."""
-        from mapmesh.cli.mesh_commands import _carry_out, _live
+        from mapmesh.cli.mesh_commands import carry_out, live_change
         from mapmesh.cli.meshfile import Action, apply_order
 
         results: Counter[str] = Counter()
         for document in apply_order(to_documents(derived, source)):
-            change, data = _live(self.appmesh, document)
+            change, data = live_change(self.appmesh, document)
             if change.action is not Action.UNCHANGED:
-                _carry_out(self.appmesh, change, data)
+                carry_out(self.appmesh, change, data)
                 log.info("%s %s", document.label, change.action.value)
             results[change.action.value] += 1
         return results
