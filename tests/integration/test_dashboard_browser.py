@@ -323,3 +323,73 @@ def test_empty_and_unknown_meshes_say_what_to_do(
     expect(browser_page.locator('svg.graph .node[data-name="frontend"]')).to_be_visible()
     expect(banner).to_be_hidden()
     assert errors == []
+
+
+# The pure modules (layout and waterfall geometry), imported by the page itself so the test
+# runs exactly the code the browser runs.
+_PURE_CHECKS = """
+async () => {
+  const base = document.querySelector('script[type="module"]').src.replace(/js\\/app\\.js$/, "");
+  const L = await import(base + "js/graph/layout.js");
+  const T = await import(base + "js/trace-model.js");
+  const node = (id, kind = "virtualNode") => ({ id, kind, name: id.split("/")[1] || id });
+  const column = (geometry, id) => geometry.positions.get(id).column;
+
+  const nodes = [node("virtualGateway/gw", "virtualGateway"), node("virtualNode/frontend"),
+                 node("virtualNode/worker"), node("virtualNode/idle")];
+  const edges = [{ source: "virtualGateway/gw", target: "virtualNode/frontend", rps: 1 },
+                 { source: "virtualNode/frontend", target: "virtualNode/worker", rps: 2 },
+                 { source: "virtualGateway/gw", target: "virtualNode/worker", rps: 3 }];
+  const chain = L.layout(nodes, edges);
+  const busier = edges.map((e) => ({ ...e, rps: e.rps * 100 }));
+
+  const cyclic = [node("virtualNode/a"), node("virtualNode/b"), node("virtualNode/c")];
+  const loop = L.layout(cyclic, [
+    { source: "virtualNode/a", target: "virtualNode/b" },
+    { source: "virtualNode/b", target: "virtualNode/a" },
+    { source: "virtualNode/c", target: "virtualNode/a" },
+  ]);
+
+  const span = (spanId, parentSpanId, start, end) =>
+    ({ spanId, parentSpanId, start, end, kind: "server", name: spanId, attributes: {} });
+  const { rows } = T.waterfallRows([
+    span("child", "root", 1.002, 1.004), span("root", null, 1.0, 1.01),
+    span("orphan", "missing", 1.003, 1.005), span("child", "root", 1.002, 1.004),
+    span("x", "y", 1.001, 1.002), span("y", "x", 1.001, 1.002),
+  ]);
+  return {
+    columns: nodes.map((n) => column(chain, n.id)),
+    waypoints: (chain.routes.get("virtualGateway/gw>virtualNode/worker") || []).length,
+    sameKey: L.structureKey(nodes, edges) === L.structureKey(nodes, busier),
+    sameLayout: JSON.stringify([...L.layout(nodes, busier).positions]) ===
+      JSON.stringify([...chain.positions]),
+    loopColumns: cyclic.map((n) => column(loop, n.id)),
+    rows: rows.map((r) => [r.span.spanId, r.depth]),
+    bounded: rows.every((r) => r.left >= 0 && r.left + r.width <= 100.0001),
+    ticks: [T.ticks(9), T.ticks(1000)],
+    failed: [{ status: "error" }, { attributes: { "http.status_code": 503 } },
+             { status: "ok", attributes: { "http.status_code": 404 } }].map(T.spanFailed),
+  };
+}
+"""
+
+
+def test_layout_and_waterfall_geometry(demo: Demo, page: tuple[Any, Shots, list[str]]) -> None:
+    browser_page, _, errors = page
+    browser_page.goto(f"{demo.url}/ui#/events?mesh={demo.mesh}")
+    result = browser_page.evaluate(_PURE_CHECKS)
+    # gateway, then frontend, then worker; an idle service sits right of the gateways.
+    assert result["columns"] == [0, 1, 2, 1]
+    # gw → worker skips frontend's column: it gets a slot there instead of crossing a box.
+    assert result["waypoints"] == 1
+    # Traffic numbers never move nodes.
+    assert result["sameKey"] and result["sameLayout"]
+    # a ⇄ b with c → a: the cycle is broken, c calls from the left.
+    columns = result["loopColumns"]
+    assert columns[2] == 0 and len(set(columns[:2])) == 2
+    # Parent before child, orphans as roots, a duplicate span once, a parent cycle still shown.
+    assert result["rows"] == [["root", 0], ["child", 1], ["orphan", 0], ["x", 0], ["y", 0]]
+    assert result["bounded"]
+    assert result["ticks"] == [[0, 2.5, 5, 7.5], [0, 250, 500, 750, 1000]]
+    assert result["failed"] == [True, True, False]
+    assert errors == []

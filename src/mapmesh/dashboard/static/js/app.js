@@ -129,8 +129,9 @@ class App {
       this.view = createView(route, ctx);
       this.viewKey = key;
       replace(this.main, this.view.el);
-      // After the first page, a navigation moves focus to the new content for keyboard users.
-      if (this.mounted) this.main.focus({ preventScroll: true });
+      // After the first page, following a link moves focus to the new content (keyboard
+      // users start reading there); picking another mesh leaves focus on the selector.
+      if (this.mounted && document.activeElement !== this.meshSelect) this.main.focus({ preventScroll: true });
       this.mounted = true;
     }
     this.tick();

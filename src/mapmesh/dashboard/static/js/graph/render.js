@@ -6,7 +6,7 @@
 
 import { reconcile, s, setAttr, setText } from "../dom.js";
 import * as fmt from "../format.js";
-import { NODE_HEIGHT, NODE_WIDTH, edgePath, layout, structureKey } from "./layout.js";
+import { NODE_HEIGHT, NODE_WIDTH, edgePath, layout, portOffsets, structureKey } from "./layout.js";
 
 /** Error-rate thresholds for edge colours: below 1% green, below 5% amber, else red. */
 export const WARN_RATE = 0.01;
@@ -128,21 +128,25 @@ export class GraphRenderer {
   }
 
   drawEdges(edges) {
-    const lanes = new Map();
-    const laneOf = new Map();
-    for (const e of [...edges].sort((a, b) => edgeKey(a).localeCompare(edgeKey(b)))) {
+    const positions = this.geometry.positions;
+    const keyed = [...edges].sort((a, b) => edgeKey(a).localeCompare(edgeKey(b)))
+      .map((e) => ({ key: edgeKey(e), source: e.source, target: e.target }));
+    const ports = portOffsets(keyed, positions, this.geometry.routes);
+    const lanes = new Map(); // back edges between the same pair loop at different depths
+    for (const e of keyed) {
+      if (ports.has(e.key)) continue;
       const pair = `${e.source}>${e.target}`;
-      laneOf.set(edgeKey(e), lanes.get(pair) || 0);
-      lanes.set(pair, (lanes.get(pair) || 0) + 1);
+      lanes.set(pair, (lanes.get(pair) ?? -1) + 1);
+      ports.set(e.key, { lane: lanes.get(pair) });
     }
     reconcile(this.edgeLayer, edges, edgeKey, () => createEdge(),
-      (el, e) => this.updateEdge(el, e, laneOf.get(edgeKey(e))));
+      (el, e) => this.updateEdge(el, e, ports.get(edgeKey(e))));
   }
 
-  updateEdge(el, edge, lane) {
+  updateEdge(el, edge, ports) {
     const from = this.geometry.positions.get(edge.source);
     const to = this.geometry.positions.get(edge.target);
-    const { d, label } = edgePath(from, to, lane);
+    const { d, label } = edgePath(from, to, ports, this.geometry.routes.get(`${edge.source}>${edge.target}`));
     const health = edgeHealth(edge);
     const [title, line, tag] = el.children;
     setAttr(el, "class", `edge edge-${health}`);
@@ -183,6 +187,12 @@ function markers() {
     }, s("path", { d: "M0,0 L10,5 L0,10 z" })));
   }
   return defs;
+}
+
+/** The kind part of a node id ("virtualNode/frontend" → "virtualNode"; "external" → itself). */
+export function kindOf(id) {
+  const slash = String(id).indexOf("/");
+  return slash < 0 ? String(id) : String(id).slice(0, slash);
 }
 
 /** The name part of a node id ("virtualNode/frontend" → "frontend"). */

@@ -4,7 +4,7 @@
 import * as api from "../api.js";
 import { code, emptyState, h, reconcile, replace, setText } from "../dom.js";
 import * as fmt from "../format.js";
-import { BAD_RATE, GraphRenderer, WARN_RATE, edgeHealth, edgeKey, nameOf } from "../graph/render.js";
+import { BAD_RATE, GraphRenderer, WARN_RATE, edgeHealth, edgeKey, kindOf, nameOf } from "../graph/render.js";
 
 export const WINDOWS = [60, 300, 900];
 const DEFAULT_WINDOW = 60;
@@ -113,7 +113,7 @@ export class MapView {
   }
 
   nodeCell(cell, id) {
-    const [kind, name] = [id.slice(0, id.indexOf("/")), nameOf(id)];
+    const [kind, name] = [kindOf(id), nameOf(id)];
     const link = LINKED_KINDS.has(kind) ? this.ctx.href("service", [kind, name]) : null;
     const current = cell.firstChild;
     if (current && current.dataset.id === `${id}|${link}`) return;

@@ -6,7 +6,7 @@
 import * as api from "../api.js";
 import { code, emptyState, h, reconcile, replace, setText } from "../dom.js";
 import * as fmt from "../format.js";
-import { edgeHealth, nameOf } from "../graph/render.js";
+import { edgeHealth, kindOf, nameOf } from "../graph/render.js";
 import { formatSetting, settingRows, settingsList, valueOf } from "../settings.js";
 
 const KIND_LABELS = { virtualNode: "Virtual node", virtualGateway: "Virtual gateway" };
@@ -159,7 +159,7 @@ function trafficTables(edges, id, ctx) {
       .map((t, n) => h("th", { scope: "col", class: n >= 2 ? "num" : null }, t)))),
     h("tbody", {}, rows.map((e) => {
       const peer = other === "From" ? e.source : e.target;
-      const kind = peer.slice(0, peer.indexOf("/"));
+      const kind = kindOf(peer);
       const linked = kind === "virtualNode" || kind === "virtualGateway";
       return h("tr", {},
         h("td", {}, linked ? h("a", { href: ctx.href("service", [kind, nameOf(peer)]) }, nameOf(peer)) : nameOf(peer)),
