@@ -779,6 +779,32 @@ def test_gateway_route_gets_app_mesh_default_rewrites_and_its_route_table() -> N
     assert [c.name for c in snapshot.clusters] == ["demo/worker-v1:8080", "demo/worker-v2:8080"]
 
 
+def test_a_gateway_listener_pool_bounds_its_upstream_clusters() -> None:
+    pool = {"http": {"maxConnections": 7, "maxPendingRequests": 3}}
+    gateway = resource(
+        "virtualGateway",
+        "ingress",
+        {
+            "listeners": [
+                {"portMapping": {"port": 8443, "protocol": "http"}, "connectionPool": pool}
+            ]
+        },
+        mesh="demo",
+    )
+    snapshot = compile_node(
+        "ingress", resources=replace(walkthrough_mesh(), gateway), kind="virtualGateway"
+    ).snapshot
+    limits = {
+        c.name: (c.connection_pool.max_connections, c.connection_pool.max_pending_requests)
+        for c in snapshot.clusters
+    }
+    assert limits == {"demo/worker-v1:8080": (7, 3), "demo/worker-v2:8080": (7, 3)}
+    # Without one, the gateway's clusters keep the target listeners' pools, as a sidecar's.
+    plain = compile_node("ingress", kind="virtualGateway").snapshot
+    sidecar = compile_node().snapshot
+    assert plain.cluster("demo/worker-v1:8080") == sidecar.cluster("demo/worker-v1:8080")
+
+
 def test_gateway_rewrites_and_hostname_matches_as_configured() -> None:
     route = resource(
         "gatewayRoute",

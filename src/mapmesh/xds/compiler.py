@@ -228,9 +228,22 @@ class _Compiler:
             service: self._route_table(service, policy)
             for service in sorted({r.virtual_service for r in routes})
         }
+        self._gateway_pool(spec)
         return self._result(
             "virtualGateway", name, listeners, tables, tuple(routes), access_log(spec.logging)
         )
+
+    def _gateway_pool(self, spec: am.VirtualGatewaySpec) -> None:
+        """A gateway listener's connection pool bounds the gateway's connections to every
+        upstream cluster (App Mesh: "outbound TCP connections Envoy can establish
+        concurrently with all hosts in upstream cluster"); without one, each cluster keeps
+        its target listener's, as a sidecar's would."""
+        configured = next((x.connection_pool for x in spec.listeners if x.connection_pool), None)
+        if configured is None:
+            return
+        pool = connection_pool(configured)
+        for name, cluster in self._clusters.items():
+            self._clusters[name] = cluster.model_copy(update={"connection_pool": pool})
 
     def _result(
         self,
