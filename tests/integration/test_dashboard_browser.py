@@ -313,6 +313,9 @@ def test_empty_and_unknown_meshes_say_what_to_do(
     browser_page.goto(f"{demo.url}/ui#/traces?mesh={empty}")
     expect(browser_page.locator(".empty")).to_contain_text("No traces yet")
 
+    browser_page.goto(f"{demo.url}/ui#/traces/{'f' * 32}?mesh={empty}")
+    expect(browser_page.locator("#trace-title")).to_have_text("Trace not found")
+
     browser_page.goto(f"{demo.url}/ui#/map?mesh=no-such-mesh")
     banner = browser_page.get_by_role("alert")
     expect(banner).to_be_visible()

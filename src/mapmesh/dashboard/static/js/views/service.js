@@ -4,7 +4,7 @@
 // scroll position survive the 2 s refresh.
 
 import * as api from "../api.js";
-import { code, emptyState, h, reconcile, replace, setText } from "../dom.js";
+import { code, emptyState, h, replace, setText } from "../dom.js";
 import * as fmt from "../format.js";
 import { edgeHealth, kindOf, nameOf } from "../graph/render.js";
 import { formatSetting, settingRows, settingsList, valueOf } from "../settings.js";
@@ -107,10 +107,9 @@ function instancesTable({ instances, discovery, kind }) {
     where ? `Discovery: ${where}. ` : "",
     kind === "virtualGateway" ? "" : ["Start the service's sidecar (", code("mapmesh proxy …"), ") or register an instance in Cloud Map."]);
   }
-  const tbody = h("tbody");
-  reconcile(tbody, instances, (i) => i.id, () => h("tr"), (row, i) => {
+  const tbody = h("tbody", {}, instances.map((i) => {
     const ejectedBy = i.ejectedBy || [];
-    replace(row,
+    return h("tr", {},
       h("th", { scope: "row" }, i.id),
       h("td", {}, `${i.address}:${i.port}`),
       h("td", {}, h("span", { class: `pill pill-${HEALTH_CLASS[i.health] || "unknown"}` }, i.health || "UNKNOWN")),
@@ -118,7 +117,7 @@ function instancesTable({ instances, discovery, kind }) {
       h("td", {}, ejectedBy.length
         ? h("span", { class: "pill pill-bad" }, `ejected by ${ejectedBy.map(sourceText).join(", ")}`)
         : h("span", { class: "muted" }, "in rotation")));
-  });
+  }));
   return [
     where ? h("p", { class: "muted" }, `Discovery: ${where}`) : null,
     h("div", { class: "table-scroll" }, h("table", { class: "data" },

@@ -92,7 +92,14 @@ export class TraceView {
   }
 
   async refresh(signal) {
-    const trace = await api.trace(this.traceId, { signal });
+    let trace;
+    try {
+      trace = await api.trace(this.traceId, { signal });
+    } catch (err) {
+      if (!(err instanceof api.ApiError && err.status === 404)) throw err;
+      this.gone();
+      return;
+    }
     const spans = trace.spans || [];
     const digest = spans.map((s) => `${s.spanId}:${s.end}`).join(",");
     if (digest === this.shown) return; // spans arrive late sometimes; redraw only then
@@ -107,6 +114,17 @@ export class TraceView {
       `${failed ? ` · ${failed} failed` : ""}`);
     replace(this.body, rows.length ? this.waterfall(rows, totalMs) :
       emptyState("This trace has no spans yet.", "Spans are reported every 2 s."));
+  }
+
+  /** The trace is unknown: evicted (the control plane keeps the last 2,000) or never seen. */
+  gone() {
+    if (this.shown === "gone") return;
+    this.shown = "gone";
+    setText(this.title, "Trace not found");
+    setText(this.summary, "");
+    replace(this.body, emptyState("The control plane does not have this trace.",
+      "It keeps the most recent 2,000 traces; older ones are dropped. Pick a newer one from the ",
+      h("a", { href: this.ctx.href("traces") }, "trace list"), "."));
   }
 
   waterfall(rows, totalMs) {
