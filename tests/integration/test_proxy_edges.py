@@ -93,12 +93,15 @@ def test_gateway_routes_and_rewrites(
     server: ServerProcess, sd: Any, unique: str, tmp_path: Path
 ) -> None:
     """Outside traffic enters through a virtual gateway: /api/* goes to worker.<ns> with the
-    prefix rewritten and the Host set to the service name; other paths get 404."""
+    prefix rewritten and the Host set to the service name; other paths get 404; the
+    listener's health-check path is answered by the gateway."""
     with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0)) as mesh:
         appmesh = appmesh_client(server.url)
+        check = {"protocol": "http", "path": "/ping", "healthyThreshold": 2,
+                 "unhealthyThreshold": 2, "intervalMillis": 5000, "timeoutMillis": 2000}
         appmesh.create_virtual_gateway(
             meshName=unique, virtualGatewayName="ingress",
-            spec={"listeners": [{"portMapping": HTTP_8080}]},
+            spec={"listeners": [{"portMapping": HTTP_8080, "healthCheck": check}]},
         )  # fmt: skip
         appmesh.create_gateway_route(
             meshName=unique, virtualGatewayName="ingress", gatewayRouteName="api",
@@ -129,6 +132,10 @@ def test_gateway_routes_and_rewrites(
 
             missing = httpx.get(f"http://127.0.0.1:{port}/elsewhere", timeout=5)
             assert missing.status_code == 404
+
+            # The listener's health check path is answered by the gateway itself.
+            ping = httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5)
+            assert (ping.status_code, ping.text) == (200, "healthy\n")
         finally:
             gateway.terminate()
             gateway.wait(timeout=15)

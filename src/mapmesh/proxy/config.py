@@ -99,6 +99,7 @@ class ProxyConfig:
     retry_policies: dict[int, RetryPolicy] = field(default_factory=dict)  # id(route) -> policy
     gateway_limits: tuple[Limiter, ...] = ()  # by gateway route, as snapshot.gateway_routes
     inbound_limit: Limiter = NO_RATE_LIMIT  # a sidecar's inbound listener
+    health_path: bytes | None = None  # a gateway answers its listener's health check itself
 
     def retry_policy(self, route: Route | None) -> RetryPolicy:
         """The route's retry policy; no retries for the inbound listener (route None)."""
@@ -260,5 +261,25 @@ def build_config(
     gateway_limits, inbound_limit = limits.reconcile(snap)
     runtimes = clusters.reconcile(snap.clusters)
     return ProxyConfig(
-        snap, version, outbound, gateway, runtimes, policies, gateway_limits, inbound_limit
+        snap,
+        version,
+        outbound,
+        gateway,
+        runtimes,
+        policies,
+        gateway_limits,
+        inbound_limit,
+        _gateway_health_path(snap),
     )
+
+
+def _gateway_health_path(snap: Snapshot) -> bytes | None:
+    """The path of a gateway listener's HTTP health check: the gateway answers it (200 while
+    it has a config) so a load balancer or container health check in front can probe it."""
+    if snap.kind != "virtualGateway":
+        return None
+    for listener in snap.listeners:
+        check = listener.health_check
+        if check is not None and check.protocol in ("http", "http2") and check.path:
+            return check.path.encode("latin-1")
+    return None

@@ -65,6 +65,7 @@ class _LazyHeaders(Mapping[str, str]):
 
 
 _AUTHORITY_CACHE = 1024
+_GATEWAY_HEALTHY = LocalReply(200, "healthy", "")
 
 
 class Router:
@@ -129,6 +130,8 @@ class Router:
         )
         path = new_host = None
         if self.kind == "gateway":
+            if head.path == config.health_path:
+                return _GATEWAY_HEALTHY
             gateway_hit = config.gateway.match(view)
             if isinstance(gateway_hit, NoRoute):
                 return self._no_route(gateway_hit)
