@@ -268,6 +268,7 @@ def test_map_service_traces_and_events_of_a_mesh_with_traffic(
     row = browser_page.locator("table.traces tbody tr").first
     expect(row).to_contain_text("gateway gw")
     expect(row).to_contain_text("error")  # the worker answered 503
+    shots.take("traces")
     row.locator("a.trace-link").click()
     expect(browser_page.locator("#trace-title")).to_have_text("Trace: gateway gw")
     spans = browser_page.locator("tr.span-row")
@@ -310,6 +311,7 @@ def test_empty_and_unknown_meshes_say_what_to_do(
 
     browser_page.goto(f"{demo.url}/ui#/map?mesh={empty}")
     expect(browser_page.locator(".empty")).to_contain_text("no virtual nodes or gateways")
+    shots.take("empty-mesh")
     browser_page.goto(f"{demo.url}/ui#/traces?mesh={empty}")
     expect(browser_page.locator(".empty")).to_contain_text("No traces yet")
 
