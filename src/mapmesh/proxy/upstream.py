@@ -24,7 +24,6 @@ from mapmesh.proxy.protocol.events import (
     Body,
     ConnectionClosed,
     EndBody,
-    InformationalResponse,
     ProtocolError,
     ResponseHead,
 )
@@ -188,42 +187,37 @@ class UpstreamConnection(asyncio.Protocol):
         if self._draining:
             return
         self._draining = True
+        codec = self._codec
         try:
-            self._drain()
+            while True:
+                if self._head_delivered:
+                    return  # body events wait until a sink is attached (or the exchange ends)
+                event = codec.next_event()
+                if event is None:
+                    if self._sink is not None:
+                        self._sink.flush()  # the head waited for body bytes that did not come
+                    return
+                if isinstance(event, ResponseHead):
+                    listener, self._listener = self._listener, None
+                    if listener is not None:
+                        self._head_delivered = True
+                        listener.on_response_head(self, event)
+                        if self.closed:
+                            return  # discarded: nothing more of this response matters
+                elif isinstance(event, Body):
+                    if self._sink is not None:
+                        self._sink.body(event.data)
+                elif isinstance(event, EndBody):
+                    self._finish(event)
+                elif isinstance(event, ProtocolError):
+                    self._fail(UpstreamFailure("protocol", event.reason))
+                    return
+                elif isinstance(event, ConnectionClosed):
+                    self.close()
+                    return
+                # else an InformationalResponse (1xx): not forwarded; the response follows
         finally:
             self._draining = False
-
-    def _drain(self) -> None:
-        codec = self._codec
-        while True:
-            if self._head_delivered:
-                return  # body events wait until a sink is attached (or the exchange dropped)
-            event = codec.next_event()
-            if event is None:
-                if self._sink is not None:
-                    self._sink.flush()  # the head waited for body bytes that did not come
-                return
-            if isinstance(event, ResponseHead):
-                listener, self._listener = self._listener, None
-                if listener is not None:
-                    self._head_delivered = True
-                    listener.on_response_head(self, event)
-                    if self.closed:
-                        return  # discarded: nothing more of this response matters
-                continue
-            if isinstance(event, Body):
-                if self._sink is not None:
-                    self._sink.body(event.data)
-            elif isinstance(event, EndBody):
-                self._finish(event)
-            elif isinstance(event, ProtocolError):
-                self._fail(UpstreamFailure("protocol", event.reason))
-                return
-            elif isinstance(event, ConnectionClosed):
-                self.close()
-                return
-            elif isinstance(event, InformationalResponse):
-                continue
 
     def _finish(self, end: EndBody) -> None:
         sink, self._sink = self._sink, None
