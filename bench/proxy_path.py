@@ -43,6 +43,8 @@ from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.telemetry.edges import EdgeSet
+from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
 from mapmesh.proxy.upstream import UpstreamConnection
 
 REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
@@ -102,9 +104,11 @@ async def mapmesh_round(data: dict[str, Any], version: int, requests: int) -> fl
     config = build_config(snapshot.decode(data), version, clusters)
     deadlines = Deadlines(clock)
     router = Router("outbound", 15001, stats, clock, rng, deadlines)
+    telemetry = ListenerTelemetry("outbound", "outbound", EdgeSet(stats), stats)
     downstream = DownstreamConnection(
-        router, lambda: config, stats, AccessLogger(None), "outbound", lambda _: None
-    )
+        router, lambda: config, stats, AccessLogger(None), "outbound", lambda _: None,
+        telemetry=telemetry,
+    )  # fmt: skip
     client = FakeTransport()
     downstream.connection_made(client)  # type: ignore[arg-type]
     (runtime,) = config.clusters.values()

@@ -146,7 +146,8 @@ def test_idle_upstream_is_cut_and_trace_headers_are_propagated(
     server: ServerProcess, sd: Any, unique: str, tmp_path: Path
 ) -> None:
     """The proxy starts a W3C trace and an x-request-id when the client sends none, and
-    keeps the client's; a response that stalls past the route's idle timeout is cut (UT)."""
+    continues the client's (same trace id, the proxy's client span as parent; an unsampled
+    one passes unchanged); a response that stalls past the route's idle timeout is cut (UT)."""
     with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0)) as mesh:
         with mesh.client() as client:
             seen = client.get(f"http://{mesh.service}/").json()
@@ -156,7 +157,13 @@ def test_idle_upstream_is_cut_and_trace_headers_are_propagated(
             echoed = client.get(
                 f"http://{mesh.service}/", headers={"traceparent": mine, "x-request-id": "r-1"}
             ).json()
-            assert (echoed["traceparent"], echoed["x-request-id"]) == (mine, "r-1")
+            assert echoed["x-request-id"] == "r-1"
+            version, trace, parent, flags = echoed["traceparent"].split("-")
+            assert (version, trace, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
+            assert parent != "b7ad6b7169203331"
+            unsampled = mine[:-2] + "00"
+            passed = client.get(f"http://{mesh.service}/", headers={"traceparent": unsampled})
+            assert passed.json()["traceparent"] == unsampled
 
         mesh.set_route(route(100, 0, timeout={"idle": {"value": 1, "unit": "s"}}))
         time.sleep(0.5)

@@ -25,7 +25,11 @@ StateDir = Annotated[
 ]
 AccessLog = Annotated[
     str | None,
-    typer.Option("--access-log", help="Write one JSON line per request to this file (- = stdout)."),
+    typer.Option(
+        "--access-log",
+        help="Write one JSON line per request to this file (- = stdout); a snapshot's own "
+        "access log (path and format) takes precedence.",
+    ),
 ]
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
@@ -42,6 +46,43 @@ ConnectTimeout = Annotated[
         "--connect-timeout", metavar="SECONDS", callback=_positive_seconds,
         help="Seconds to open a connection to an upstream endpoint (every cluster); a connect "
         "that takes longer is a connect failure (503, flag UF).",
+    ),
+]  # fmt: skip
+
+
+def _sampling(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be from 0 to 1, got {value:g}")
+    return value
+
+
+def _otlp_endpoint(value: str | None) -> str | None:
+    if value is not None and not value.startswith("http://"):
+        raise typer.BadParameter(f"must be an http:// URL (OTLP/HTTP, JSON), got {value!r}")
+    return value
+
+
+TraceSampling = Annotated[
+    float,
+    typer.Option(
+        "--trace-sampling", metavar="RATE", callback=_sampling,
+        help="Share of requests arriving without a sampling decision that start a trace "
+        "(0 to 1); requests with a sampled traceparent are always traced.",
+    ),
+]  # fmt: skip
+OtlpEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--otlp-endpoint", metavar="URL", callback=_otlp_endpoint,
+        help="Also send spans to this OpenTelemetry collector (OTLP/HTTP JSON, "
+        "POST URL/v1/traces), e.g. http://127.0.0.1:4318.",
+    ),
+]  # fmt: skip
+ReportInterval = Annotated[
+    float,
+    typer.Option(
+        "--report-interval", metavar="SECONDS", callback=_positive_seconds,
+        help="Seconds between telemetry reports to the control plane.",
     ),
 ]  # fmt: skip
 
@@ -111,6 +152,9 @@ def proxy(
     connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
+    trace_sampling: TraceSampling = 1.0,
+    otlp_endpoint: OtlpEndpoint = None,
+    report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the sidecar proxy of a virtual node: outbound HTTP proxy, inbound listener, admin."""
@@ -124,7 +168,8 @@ def proxy(
         admin_port=admin_port, advertise_address=advertise_address, instance_id=instance_id,
         attributes=_attribute(attribute), state_dir=state_dir, access_log=access_log,
         drain_timeout=drain_timeout, register=not no_register, connect_timeout=connect_timeout,
-        backend_ports=_backend_ports(backend_port, taken),
+        backend_ports=_backend_ports(backend_port, taken), trace_sampling=trace_sampling,
+        otlp_endpoint=otlp_endpoint, report_interval=report_interval,
     ), log_level)  # fmt: skip
 
 
@@ -142,6 +187,9 @@ def gateway(
     connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
+    trace_sampling: TraceSampling = 1.0,
+    otlp_endpoint: OtlpEndpoint = None,
+    report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a virtual gateway: outside traffic in, routed by gateway routes."""
@@ -151,6 +199,8 @@ def gateway(
         control_plane=control_plane, mesh=mesh, kind="virtualGateway", name=virtual_gateway,
         gateway_port=port, admin_port=admin_port, state_dir=state_dir, access_log=access_log,
         drain_timeout=drain_timeout, connect_timeout=connect_timeout,
+        trace_sampling=trace_sampling, otlp_endpoint=otlp_endpoint,
+        report_interval=report_interval,
     ), log_level)  # fmt: skip
 
 

@@ -8,6 +8,9 @@ and outlier detection has not ejected it; when every endpoint is registry-unheal
 take traffic again (Route 53 and Envoy's panic mode both fail open that way). Endpoint
 weights (``MAPMESH_WEIGHT`` in Cloud Map, 1 when unset) go to the load balancer with every
 endpoint set, so a weight change is just another reconcile.
+
+Ejections, returns from ejection and active health transitions are also reported as events
+(``stats.events``, which the telemetry reporter sends to the control plane).
 """
 
 from __future__ import annotations
@@ -61,11 +64,14 @@ class ClusterRuntime:
         self._clock = clock
         # Per-request counters, looked up once (see Stats).
         self.stats_rq_total = stats.cell("upstream_rq_total", self._labels)
-        self.stats_rq_xx = stats.by_code_class("upstream_rq_xx", self._labels)
-        self.stats_rq_5xx = stats.cell("upstream_rq_5xx", self._labels)
+        # upstream_rq_xx by status // 100, and upstream_rq_5xx with them
+        self.stats_rq_xx = stats.status_classes(
+            "upstream_rq_xx", self._labels, server_errors="upstream_rq_5xx"
+        )
         self.stats_rq_retry = stats.cell("upstream_rq_retry", self._labels)
         self.stats_rq_timeout = stats.cell("upstream_rq_timeout", self._labels)
         self.stats_per_try_timeout = stats.cell("upstream_rq_per_try_timeout", self._labels)
+        self.stats_rq_time = stats.histogram("upstream_rq_time", self._labels)
         self.breaker = CircuitBreaker.from_snapshot(config.connection_pool)
         self.pool = Pool(
             config.name,
@@ -135,9 +141,16 @@ class ClusterRuntime:
 
     def observe(self, key: EndpointKey, outcome: Outcome) -> None:
         """Tell outlier detection how an attempt on ``key`` ended."""
-        verdict = self.outlier.observe(key, outcome, self._clock())
+        now = self._clock()
+        verdict = self.outlier.observe(key, outcome, now)
         if isinstance(verdict, Ejection):
             self.lb.set_available(key, False)
+            self._stats.events.add(
+                "ejection",
+                cluster=self.name,
+                endpoint=key.text,
+                durationMs=round((verdict.until - now) * 1000),
+            )
             self._stats.inc("outlier_detection_ejections_total", self._labels)
             self._stats.inc("outlier_detection_ejections_active", self._labels)
             self._next_expiry = self.outlier.next_expiry()
@@ -145,12 +158,24 @@ class ClusterRuntime:
 
     def observe_health(self, key: EndpointKey, ok: bool, reason: str) -> None:
         """An active health check's result for ``key``."""
-        if key in self.endpoints and self.health.observe(key, ok, reason) is not None:
+        if key not in self.endpoints:
+            return
+        transition = self.health.observe(key, ok, reason)
+        if transition is not None:
+            self._stats.events.add(
+                "health",
+                cluster=self.name,
+                endpoint=key.text,
+                healthy=transition.status == "HEALTHY",
+                reason=transition.reason,
+            )
             self._refresh_availability()
 
     def _return_ejected(self) -> None:
         returned = self.outlier.tick(self._clock())
         if returned:
+            for key in returned:
+                self._stats.events.add("return", cluster=self.name, endpoint=key.text)
             self._stats.inc("outlier_detection_ejections_active", self._labels, -len(returned))
             self._refresh_availability()
         self._next_expiry = self.outlier.next_expiry()

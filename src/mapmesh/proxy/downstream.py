@@ -15,20 +15,21 @@ connection they go to (no retries then). Responses stream back as they arrive �
 when the client speaks HTTP/1.1 and the length is unknown — with backpressure: when the
 client reads slowly, the upstream connection stops being read.
 
-The exchange records one access-log entry and its statistics when the response ends.
+The exchange records its statistics, traffic edge and (when sampled) spans, and one
+access-log line, when the response ends (:mod:`.telemetry.recorder`). Its trace context —
+request id, ``traceparent`` for the upstream, the sampling decision — is settled when the head
+arrives (:func:`~.telemetry.tracing.trace_fields`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 import time
 from collections.abc import Callable
 from typing import cast
 
-from mapmesh.proxy.accesslog import AccessLogEntry, AccessLogger
+from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.config import ProxyConfig
 from mapmesh.proxy.forwarding import BODY_PENDING, INTERNAL_ERROR_REPLY, Forwarding
 from mapmesh.proxy.protocol.events import (
@@ -48,6 +49,8 @@ from mapmesh.proxy.protocol.http1 import (
 from mapmesh.proxy.protocol.http1_server import Http1ServerCodec
 from mapmesh.proxy.router import LocalReply, Router
 from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
+from mapmesh.proxy.telemetry.tracing import Trace, trace_fields
 from mapmesh.proxy.upstream import UpstreamConnection
 
 __all__ = ["DownstreamConnection", "DownstreamExchange"]
@@ -58,35 +61,8 @@ REPLAY_LIMIT = 64 * 1024
 # Bytes of later (pipelined) requests kept while one is answered, before reading pauses.
 PIPELINE_BUFFER = 64 * 1024
 
-# Ids need to be unique, not secret: a PRNG seeded from the OS is ~20x cheaper than urandom.
-_ids = random.Random(os.urandom(16))
-_bits = _ids.getrandbits
-_random_bytes = _ids.randbytes
 # Wall-clock time of monotonic 0, so an exchange reads one clock and the log converts.
 _WALL_OFFSET = time.time() - time.monotonic()
-
-
-def _added_fields(head: RequestHead) -> tuple[bytes, bytes]:
-    """The request id, and the field lines to add upstream: ``x-request-id`` and a new W3C
-    ``traceparent`` when the client sent none (values are hex the proxy made: no checks)."""
-    request_id = head.request_id
-    if request_id is None:
-        if head.traceparent is None:  # the common case: one draw for all three ids
-            ids = _random_bytes(40).hex().encode()
-            request_id = ids[:32]
-            added = b"x-request-id: %s\r\ntraceparent: 00-%s-%s-01\r\n" % (
-                request_id,
-                ids[32:64],
-                ids[64:],
-            )
-        else:
-            request_id = b"%032x" % _bits(128)
-            added = b"x-request-id: %s\r\n" % request_id
-    elif head.traceparent is None:
-        added = b"traceparent: 00-%032x-%016x-01\r\n" % (_bits(128), _bits(64))
-    else:
-        added = b""
-    return request_id, added
 
 
 class DownstreamExchange:
@@ -98,31 +74,37 @@ class DownstreamExchange:
         "_chunked_out",
         "_chunks",
         "_pending_head",
-        "_started_mono",
         "_stream_to",
         "added_fields",
         "bytes_received",
         "bytes_sent",
         "connection",
+        "destination",
         "finished",
         "flags",
         "forwarding",
         "head",
         "request_id",
+        "response",
         "route_name",
+        "started_mono",
         "status",
+        "trace",
         "upstream",
     )
 
     def __init__(self, connection: DownstreamConnection, head: RequestHead, now: float) -> None:
         self.connection = connection
         self.head = head
-        self.request_id, self.added_fields = _added_fields(head)
+        self.trace: Trace | None
+        self.request_id, self.added_fields, self.trace = trace_fields(head, connection.sampling)
         self.flags: list[str] = []
         self.upstream: str | None = None
         self.route_name: str | None = None
+        self.destination: str | None = None  # the virtual service asked for (the router's)
+        self.response: ResponseHead | None = None  # the upstream's, once one is forwarded
         self.forwarding: Forwarding | None = None
-        self._started_mono = now
+        self.started_mono = now
         self.status = 0
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -184,6 +166,7 @@ class DownstreamExchange:
             return
         connection = self.connection
         self.status = response.status
+        self.response = response
         plan = response_head_bytes(response, self.head, keep_alive=connection.keep_alive)
         self._chunked_out = plan.chunked
         connection.keep_alive = plan.keep_alive and connection.keep_alive
@@ -249,11 +232,11 @@ class DownstreamExchange:
     @property
     def started(self) -> float:
         """Wall-clock start time (seconds since the epoch)."""
-        return _WALL_OFFSET + self._started_mono
+        return _WALL_OFFSET + self.started_mono
 
     @property
     def duration_ms(self) -> float:
-        return (time.monotonic() - self._started_mono) * 1000
+        return (time.monotonic() - self.started_mono) * 1000
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -265,15 +248,18 @@ class DownstreamConnection(asyncio.Protocol):
         access_log: AccessLogger,
         listener: str,
         on_close: Callable[[DownstreamConnection], None],
+        *,
+        telemetry: ListenerTelemetry,
     ) -> None:
         self._router = router
         self._config = config
         self._stats = stats
         self._access_log = access_log
-        self._listener = listener
+        self.listener = listener
         self._labels = (("listener", listener),)
         self._rq_total = stats.cell("downstream_rq_total", self._labels)
-        self._rq_xx = stats.by_code_class("downstream_rq_xx", self._labels)
+        self._recorder = telemetry.recorder()  # downstream_rq_xx and _time come from edges
+        self.sampling = telemetry.sampling
         self._on_close = on_close
         self._codec = Http1ServerCodec()
         self.transport: asyncio.Transport | None = None
@@ -414,9 +400,10 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def _log(self, exchange: DownstreamExchange) -> None:
-        self._rq_xx.add(exchange.status)
+        now = time.monotonic()
+        self._recorder.record(exchange, now)
         if self._access_log.enabled:
-            self._access_log.record(AccessLogEntry.of(exchange, self._listener))
+            self._access_log.record(exchange, now)
 
     def _pause(self) -> None:
         if self.transport is not None and not self._paused_by_us:

@@ -25,6 +25,10 @@ ACQUIRE or HEAD ends the attempt as a per-try timeout (504 UT unless a retry fol
 Every response the proxy generates names its reason in the body and carries an Envoy-style
 flag in the access log: UH no healthy upstream, UF connect failure, UC reset, UT timeout,
 URX retry limit exceeded, UO overflow, UPE upstream protocol error, DT downstream too slow.
+
+Tracing: ``attempt_started`` (read by the recorder for ``upstream_rq_time``) is set for every
+attempt. Only for a sampled request (``exchange.trace``) does an attempt that ends without
+giving the response leave a client span, and a retry get a new span id in its ``traceparent``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from mapmesh.proxy.resilience.retry import (
     RetryPolicy,
     RetryState,
 )
+from mapmesh.proxy.telemetry.tracing import Trace
 from mapmesh.proxy.upstream import UpstreamConnection, UpstreamFailure
 
 __all__ = ["Exchange", "Forwarding", "LocalReply", "Target"]
@@ -88,9 +93,11 @@ class Exchange(Protocol):
     head: RequestHead
     request_id: bytes
     added_fields: bytes  # field lines the proxy adds upstream (x-request-id, traceparent)
+    trace: Trace | None  # a sampled request's trace; None when not sampled
     flags: list[str]
     upstream: str | None
     route_name: str | None
+    destination: str | None  # the virtual service (or host) the request is for
 
     def request_body(self, ready: Callable[[bytes | None], None]) -> object:
         """The whole body when it is small enough to replay (``b""`` for none), None when
@@ -149,6 +156,7 @@ class Forwarding:
         "_request_deadline",
         "_retry",
         "_tried",
+        "attempt_started",
         "cluster",
         "deadline",
         "exchange",
@@ -179,6 +187,7 @@ class Forwarding:
         self._conn: UpstreamConnection | None = None
         self._acquiring: asyncio.Task[UpstreamConnection | Overflow] | None = None
         self._backoff: asyncio.TimerHandle | None = None
+        self.attempt_started = 0.0  # clock() when the current attempt picked its endpoint
 
     # -- entry points (each one catches what it raises: a bug answers 500, never hangs) --
 
@@ -226,6 +235,7 @@ class Forwarding:
                 reply = LocalReply(502, f"upstream protocol error: {failure.detail}", "UPE")
             else:
                 reply = LocalReply(503, f"upstream reset: {failure.detail}", "UC")
+            self._span_ended(0, reply.flag)
             self._failed(Failure.CONNECTION_RESET, reply)
         except Exception:
             self._internal_error()
@@ -238,6 +248,7 @@ class Forwarding:
                 self._reply(REQUEST_TIMEOUT_REPLY)
             elif phase == _ACQUIRE:
                 self._stop_acquiring()
+                self._span_ended(0, "UT")
                 self._failed(Failure.PER_TRY_TIMEOUT, TIMEOUT_REPLY)
             elif phase == _HEAD:
                 conn = self._conn
@@ -246,6 +257,7 @@ class Forwarding:
                     conn.discard()
                 self.cluster.stats_per_try_timeout.value += 1
                 self.cluster.observe(self._key_now(), Failure.PER_TRY_TIMEOUT)
+                self._span_ended(0, "UT")
                 self._failed(Failure.PER_TRY_TIMEOUT, TIMEOUT_REPLY)
         except Exception:
             self._internal_error()
@@ -258,11 +270,13 @@ class Forwarding:
         self._deadlines.untrack(self)
         if phase == _ACQUIRE:
             self._stop_acquiring()
+            self._span_ended(0, "DC")
         elif phase == _HEAD:
             conn = self._conn
             self._attempt_ended()
             if conn is not None:
                 conn.discard()
+            self._span_ended(0, "DC")
         elif phase == _BACKOFF and self._backoff is not None:
             self._backoff.cancel()
         self._close()
@@ -281,6 +295,8 @@ class Forwarding:
             host=target.host.encode("latin-1") if target.host is not None else None,
             added=exchange.added_fields,
         )
+        if exchange.trace is not None:  # the upstream's parent is this hop's client span
+            self._head_bytes = exchange.trace.upstream_head(self._head_bytes)
         self._attempt()
 
     def _attempt(self) -> None:
@@ -295,7 +311,8 @@ class Forwarding:
             return
         self._key = key
         self.exchange.upstream = key.text
-        deadline = self._attempt_deadline()
+        self.attempt_started = now = self._clock()
+        deadline = self.target.retry_policy.attempt_deadline(now, self._request_deadline)
         acquired = cluster.pool.acquire_idle(key)
         if acquired is None:
             self._phase = _ACQUIRE
@@ -321,6 +338,7 @@ class Forwarding:
             error = task.exception()
             if isinstance(error, UpstreamFailure):
                 self.cluster.observe(self._key_now(), Failure.CONNECT_FAILURE)
+                self._span_ended(0, "UF")
                 self._failed(
                     Failure.CONNECT_FAILURE,
                     LocalReply(503, f"upstream connect error: {error.detail}", "UF"),
@@ -364,15 +382,14 @@ class Forwarding:
         cluster.lb.on_request_end(key)
         status = response.status
         cluster.observe(key, status)
-        cluster.stats_rq_xx.add(status)
-        if status >= 500:
-            cluster.stats_rq_5xx.value += 1
+        cluster.stats_rq_xx[status // 100] += 1
         if self._retry is None and self.target.retry_policy.final_status(status):
             decision: RetryDecision = DONE
         else:
             decision = self._retry_state().on_attempt_result(status, self._clock())
             if isinstance(decision, Retry):
                 conn.discard()
+                self._span_ended(status, "")
                 self._retry_after(decision)
                 return
             if isinstance(decision, NoRetry):
@@ -400,6 +417,9 @@ class Forwarding:
         if self._key is not None:
             self._tried = self._tried | {self._key}  # retries go elsewhere when they can
         self.cluster.stats_rq_retry.value += 1
+        trace = self.exchange.trace
+        if trace is not None:  # the next attempt is a new client span
+            self._head_bytes = trace.next_attempt(self._head_bytes)
         if decision.backoff:
             self._phase = _BACKOFF
             self._backoff = asyncio.get_running_loop().call_later(decision.backoff, self._retry_now)
@@ -423,6 +443,14 @@ class Forwarding:
         if decision.reason is NoRetryReason.OVERALL_DEADLINE:
             cluster.stats_rq_timeout.value += 1
 
+    @property
+    def attempts(self) -> int:
+        """Attempts made so far (the access log's ``UPSTREAM_REQUEST_ATTEMPT_COUNT``)."""
+        retry = self._retry
+        if retry is not None:
+            return max(retry.attempts, 1)
+        return 1 if self._key is not None else 0
+
     # -- helpers -------------------------------------------------------------------------
 
     def _retry_state(self) -> RetryState:
@@ -443,6 +471,12 @@ class Forwarding:
         key = self._key
         assert key is not None
         return key
+
+    def _span_ended(self, status: int, flag: str) -> None:
+        """The attempt in flight ended without giving the response: its client span."""
+        trace = self.exchange.trace
+        if trace is not None and self._key is not None:
+            trace.attempt_ended(self.attempt_started, self._clock(), self._key.text, status, flag)
 
     def _attempt_ended(self) -> None:
         """The attempt on ``_conn`` is over, however it ended."""

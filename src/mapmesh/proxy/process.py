@@ -7,7 +7,8 @@ rejected (acknowledged with the reason) and the last good one stays in force. A 
 registers its instance once the local app answers its health check.
 
 Stop (SIGTERM/SIGINT): deregister first (callers stop being sent here), stop accepting,
-let requests in flight finish up to the drain timeout, then close.
+let requests in flight finish up to the drain timeout, then close — the last telemetry
+report (and OTLP batch) is sent after the drain, so it holds the last requests.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.registration import CloudMapRegistrar, RegistrationError
 from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.telemetry.runtime import DEFAULT_SAMPLING, ProxyTelemetry, TelemetryOptions
+from mapmesh.proxy.telemetry.spans import Identity
 from mapmesh.proxy.tls import TlsListeners
 
 __all__ = ["ProxyOptions", "ProxyProcess"]
@@ -70,6 +73,10 @@ class ProxyOptions:
     connect_timeout: float = 5.0  # seconds to open an upstream connection, every cluster
     # A local port per backend (virtual service name → port), besides the HTTP-proxy port.
     backend_ports: dict[str, int] = field(default_factory=dict)
+    # Share of requests without a sampling decision that start a trace (0..1).
+    trace_sampling: float = DEFAULT_SAMPLING
+    otlp_endpoint: str | None = None  # http://collector:4318: spans as OTLP/HTTP JSON
+    report_interval: float = 2.0  # seconds between telemetry reports to the control plane
 
 
 class ProxyProcess:
@@ -92,6 +99,17 @@ class ProxyProcess:
         self._tasks: list[asyncio.Task[None]] = []
         instance = options.instance_id or f"{options.name}-{socket.gethostname()}-{os.getpid()}"
         self._registrar = CloudMapRegistrar(options.control_plane, instance)
+        self.telemetry = ProxyTelemetry(
+            self.stats,
+            Identity(options.mesh, options.kind, options.name, instance),
+            TelemetryOptions(
+                control_plane=options.control_plane,
+                sampling=options.trace_sampling,
+                otlp_endpoint=options.otlp_endpoint,
+                report_interval=options.report_interval,
+            ),
+            lambda: self.config.version if self.config is not None else None,
+        )
         self._listening = False
         self._deadlines = Deadlines(self._clock)
         self.ports: dict[str, int] = {}
@@ -105,6 +123,7 @@ class ProxyProcess:
 
     def apply(self, version: int, data: dict[str, Any]) -> str | None:
         """Apply one snapshot; the reason it was refused, or None."""
+        logging_plan = None
         try:
             snap = snapshot.decode(data)
             if (snap.mesh, snap.kind, snap.name) != (
@@ -114,15 +133,21 @@ class ProxyProcess:
             ):
                 raise ValueError(f"snapshot is for {snap.mesh}/{snap.kind}/{snap.name}")
             tls = self._tls.prepare(snap)  # bad certificate files refuse the snapshot
+            logging_plan = self._access_log.prepare(snap.access_log)  # so do bad log formats
             config = build_config(snap, version, self._clusters, self._limits)
             self._inbound = self._inbound_cluster(snap)
         except Exception as exc:  # any reason to refuse is reported, never raised
+            if logging_plan is not None:
+                self._access_log.discard(logging_plan)
             self.stats.inc("config_update_rejected")
+            self.stats.events.add("config", version=version, accepted=False, error=str(exc))
             log.warning("snapshot rejected", extra={"version": version, "error": str(exc)})
             return f"{type(exc).__name__}: {exc}"
         first = self.config is None
         self.config = config
         self._tls.commit(tls)
+        self._access_log.commit(logging_plan)
+        self.stats.events.add("config", version=version, accepted=True)
         self.stats.inc("config_update_success")
         self.stats.set("config_version", version)
         self._persist(version, data)
@@ -217,6 +242,7 @@ class ProxyProcess:
             )
         )
         self._tasks.append(asyncio.create_task(self._sweep_idle()))
+        self.telemetry.start()
         if options.kind == "virtualNode" and options.app_port is not None and options.register:
             self._tasks.append(asyncio.create_task(self._register_when_healthy()))
         log.info(
@@ -234,6 +260,10 @@ class ProxyProcess:
         """Open a listener; a backend port passes its own config getter and ``name``."""
         current = config if config is not None else (lambda: self.config)
         name = name or kind
+        destination = (  # the edge's destination when the listener fixes it
+            self.options.name if kind == "inbound" else name.partition("backend:")[2] or None
+        )
+        telemetry = self.telemetry.listener(name, kind, destination)
         router = Router(
             kind,
             port,
@@ -248,7 +278,7 @@ class ProxyProcess:
         def factory() -> DownstreamConnection:
             connection = DownstreamConnection(
                 router, current, self.stats, self._access_log, name,
-                self._connections.discard,
+                self._connections.discard, telemetry=telemetry,
             )  # fmt: skip
             self._connections.add(connection)
             return connection
@@ -313,6 +343,7 @@ class ProxyProcess:
                     task.exception()  # retrieved: its failure was logged where it happened
             for task in stuck:
                 log.warning("task did not stop in time", extra={"task": task.get_name()})
+        await self.telemetry.stop()  # after the drain: the last report holds its requests
         await self._admin.stop()
         for connection in list(self._connections):
             if connection.transport is not None:

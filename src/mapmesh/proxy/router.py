@@ -116,6 +116,7 @@ class Router:
             return Target(local[0], None, local[1], config.retry_policy(None))
         head = exchange.head
         host, port = self._locate(head.authority)
+        exchange.destination = host  # telemetry's edge; a gateway route names its own below
         if self.kind == "outbound":
             table = config.outbound.table_of_host(host)
             if table is not None and table.always is not None and head.path[:1] == b"/":
@@ -135,6 +136,7 @@ class Router:
             gateway_hit = config.gateway.match(view)
             if isinstance(gateway_hit, NoRoute):
                 return self._no_route(gateway_hit)
+            exchange.destination = gateway_hit.virtual_service
             throttled = config.gateway_limits[gateway_hit.index].check()
             if throttled is not None:
                 return LocalReply(429, throttled.reason, "RL", throttled.headers)

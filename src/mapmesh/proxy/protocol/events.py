@@ -109,11 +109,13 @@ class RequestHead(_Head):
     - ``upgrade``: the ``Upgrade`` value when the client asked to switch protocols (the
       codec forwards such requests as plain requests unless the router does something else).
     - ``request_id``: the ``x-request-id`` the client sent, if any; ``traceparent``: the
-      W3C trace context it sent, if any.
+      W3C trace context it sent, if any; ``amzn_trace_id``: X-Ray's ``X-Amzn-Trace-Id``, if
+      any.
     """
 
     __slots__ = (
         "_headers",
+        "amzn_trace_id",
         "authority",
         "chunked",
         "content_length",
@@ -145,6 +147,7 @@ class RequestHead(_Head):
         "upgrade",
         "request_id",
         "traceparent",
+        "amzn_trace_id",
     )
 
     def __init__(
@@ -164,6 +167,7 @@ class RequestHead(_Head):
         upgrade: bytes | None = None,
         request_id: bytes | None = None,
         traceparent: bytes | None = None,
+        amzn_trace_id: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -180,6 +184,7 @@ class RequestHead(_Head):
         self.upgrade = upgrade
         self.request_id = request_id
         self.traceparent = traceparent
+        self.amzn_trace_id = amzn_trace_id
 
     @property
     def has_body(self) -> bool:

@@ -56,7 +56,8 @@ _LINE_START = {name: b"\r\n" + name + b":" for name in HOP_BY_HOP | _LOOKALIKES}
 # is (start + 2, end + 2). Not consuming that CRLF lets adjacent lines both match.
 _SPECIAL = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection"
-    rb"|te|trailer|upgrade|expect|x-request-id|traceparent|transfer_encoding|content_length)"
+    rb"|te|trailer|upgrade|expect|x-request-id|traceparent|x-amzn-trace-id"
+    rb"|transfer_encoding|content_length)"
     rb":[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
@@ -81,6 +82,7 @@ class FieldScan:
 
     __slots__ = (
         "ambiguous",
+        "amzn_trace_id",
         "connection",
         "content_length",
         "expect",
@@ -100,6 +102,7 @@ class FieldScan:
         self.expect: bytes | None = None
         self.request_id: bytes | None = None
         self.traceparent: bytes | None = None
+        self.amzn_trace_id: bytes | None = None
         self.upgrade: bytes | None = None
         self.spans: list[tuple[int, int]] = []
         self.ambiguous = False
@@ -128,6 +131,8 @@ def scan_head(head: bytes, start: int) -> FieldScan:
             scan.request_id = value
         elif name == b"traceparent":
             scan.traceparent = value
+        elif name == b"x-amzn-trace-id":
+            scan.amzn_trace_id = value
         elif name == b"expect":
             scan.expect = value.lower()
         else:

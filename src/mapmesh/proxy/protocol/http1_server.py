@@ -156,6 +156,7 @@ class Http1ServerCodec(FramingReader):
             scan.upgrade if b"upgrade" in connection else None,
             scan.request_id,
             scan.traceparent,
+            scan.amzn_trace_id,
         )
 
     def _message_done(self) -> None:
