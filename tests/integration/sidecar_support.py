@@ -107,7 +107,7 @@ class Upstream:
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
                 status = 503 if failing else behaviour.status
-                echoed = ("host", "traceparent", "x-request-id")
+                echoed = ("host", "traceparent", "tracestate", "x-request-id", "x-amzn-trace-id")
                 answer = {"from": name, "path": self.path}
                 answer.update({h: self.headers.get(h) for h in echoed})
                 body = json.dumps(answer).encode()

@@ -132,17 +132,29 @@ def _start_time(exchange: DownstreamExchange, now: float) -> Value:
 
 def _start_time_as(form: str) -> Getter:
     """START_TIME(form): strftime in UTC, with ``%f`` (9 digits), ``%1f``..``%9f`` and ``%s``."""
-    fractions = [int(d) if d else 9 for d in re.findall(r"%([1-9]?)f", form)]
-    template = re.sub(r"%[1-9]?f", "\x00F\x00", form).replace("%s", "\x00S\x00")
+    pieces: list[tuple[str, int]] = []  # (strftime text, 0) | ("f", digits) | ("s", 0)
+    for piece in re.split(r"(%[1-9]?f|%s)", form):
+        if piece == "%s":
+            pieces.append(("s", 0))
+        elif re.fullmatch(r"%[1-9]?f", piece):
+            pieces.append(("f", int(piece[1:-1] or 9)))
+        elif piece:
+            pieces.append((piece, -1))
 
     def getter(exchange: DownstreamExchange, now: float) -> Value:
         wall = WALL_OFFSET + exchange.started_mono
         second = int(wall)
-        text = time.strftime(template, time.gmtime(second)).replace("\x00S\x00", str(second))
+        moment = time.gmtime(second)
         nanos = f"{int((wall - second) * 1e9):09d}"
-        for digits in fractions:
-            text = text.replace("\x00F\x00", nanos[:digits], 1)
-        return text
+        out = []
+        for text, digits in pieces:
+            if digits < 0:
+                out.append(time.strftime(text, moment))
+            elif text == "f":
+                out.append(nanos[:digits])
+            else:
+                out.append(str(second))
+        return "".join(out)
 
     return getter
 

@@ -159,5 +159,6 @@ class OtlpExporter:
                 if retry:
                     self._spans.put_back(requests)
                     break
+                continue  # refused for good: dropped
             self._success.value += 1
         self._dropped.value = self._spans.dropped
