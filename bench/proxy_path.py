@@ -17,7 +17,15 @@ bytes forwarded — the design the DESIGN notes measured at 0.71x HAProxy.
 Reported: µs per request for each (best of ``--rounds`` runs of ``--requests``), and the
 ratio anchor / mapmesh (1.0 = as cheap as the minimal forwarder).
 
-Run: ``.venv/bin/python -m bench.proxy_path`` (≈20 s).
+``--signals`` measures what the data plane's optional signals cost instead, each variant
+interleaved in every round so they share the machine's state: tracing off (sampling 0, as the
+plain run), tracing at 100% (every request records its server and client span into a buffer
+that is emptied every 500 requests, as the reporter empties it), the access log on (Envoy's
+default line, written to a file), and both. It also reports the off-path cost of exporting a
+traced request (its spans made and encoded as the control plane's JSON), which the reporter
+pays every interval, not the request.
+
+Run: ``.venv/bin/python -m bench.proxy_path`` (≈20 s); ``--signals`` (≈40 s).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import random
 import time
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -45,6 +54,14 @@ from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.telemetry.edges import EdgeSet
 from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
+from mapmesh.proxy.telemetry.runtime import REPORT_BUFFER
+from mapmesh.proxy.telemetry.spans import (
+    Identity,
+    SpanBuffer,
+    TracedRequest,
+    span_document,
+    spans_of,
+)
 from mapmesh.proxy.upstream import UpstreamConnection
 
 REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
@@ -95,8 +112,17 @@ def fetch_snapshot(api_url: str) -> tuple[int, dict[str, Any]]:
     raise RuntimeError("the stream ended without a snapshot")
 
 
-async def mapmesh_round(data: dict[str, Any], version: int, requests: int) -> float:
-    """Seconds of CPU per request through the sidecar's own protocol objects."""
+async def mapmesh_round(
+    data: dict[str, Any],
+    version: int,
+    requests: int,
+    *,
+    sampling: float = 0.0,
+    access_log: Path | None = None,
+    spans: SpanBuffer | None = None,
+) -> float:
+    """Seconds of CPU per request through the sidecar's own protocol objects; ``sampling``
+    (into ``spans``) and ``access_log`` (Envoy's default line) turn those signals on."""
     stats = Stats()
     clock = time.monotonic
     rng = random.Random(1)
@@ -104,9 +130,15 @@ async def mapmesh_round(data: dict[str, Any], version: int, requests: int) -> fl
     config = build_config(snapshot.decode(data), version, clusters)
     deadlines = Deadlines(clock)
     router = Router("outbound", 15001, stats, clock, rng, deadlines)
-    telemetry = ListenerTelemetry("outbound", "outbound", EdgeSet(stats), stats)
+    sinks = (spans,) if spans is not None else ()
+    telemetry = ListenerTelemetry(
+        "outbound", "outbound", EdgeSet(stats), stats, sampling=sampling, sinks=sinks
+    )
+    logger = AccessLogger(None)
+    if access_log is not None:
+        logger.commit(logger.prepare(snapshot.AccessLog(path=str(access_log), format="default")))
     downstream = DownstreamConnection(
-        router, lambda: config, stats, AccessLogger(None), "outbound", lambda _: None,
+        router, lambda: config, stats, logger, "outbound", lambda _: None,
         telemetry=telemetry,
     )  # fmt: skip
     client = FakeTransport()
@@ -147,6 +179,7 @@ async def mapmesh_round(data: dict[str, Any], version: int, requests: int) -> fl
     elapsed = time.process_time() - start
     deadlines.close()
     clusters.close()
+    logger.close()
     return elapsed / requests
 
 
@@ -231,10 +264,78 @@ def minimal_round(requests: int) -> float:
     return (time.process_time() - start) / requests
 
 
+def export_cost(spans: SpanBuffer) -> float:
+    """Seconds of CPU per traced request to make its spans and encode them as the control
+    plane's report does (off the request path: the reporter pays it every interval)."""
+    identity = Identity(MESH, "virtualNode", "frontend", "frontend-bench")
+    requests = spans.take()
+    start = time.process_time()
+    documents = [
+        span_document(span) for request in requests for span in spans_of(request, identity)
+    ]
+    json.dumps({"spans": documents}, separators=(",", ":"))
+    return (time.process_time() - start) / max(len(requests), 1)
+
+
+SIGNALS = ("off", "tracing 100%", "access log", "tracing + log")
+
+
+class ReportedBuffer(SpanBuffer):
+    """A span buffer emptied every ``REPORT_BUFFER`` requests, as the reporter empties the
+    real one every interval (so the benchmark holds as many traced requests as a proxy
+    does, and the garbage collector sees as many), keeping the last batch for
+    :func:`export_cost`."""
+
+    def add(self, request: TracedRequest) -> None:
+        if len(self) >= REPORT_BUFFER:
+            self.take()
+        super().add(request)
+
+
+def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: Path) -> int:
+    """The ``--signals`` run: the variants side by side, as ratios to tracing off."""
+    results: dict[str, list[float]] = {name: [] for name in SIGNALS}
+    export_us: list[float] = []
+    for _ in range(args.rounds):
+        for name in SIGNALS:
+            traced = "tracing" in name
+            buffer = ReportedBuffer(REPORT_BUFFER) if traced else None
+            seconds = asyncio.run(
+                mapmesh_round(
+                    data, version, args.requests, sampling=1.0 if traced else 0.0,
+                    access_log=log if "log" in name else None, spans=buffer,
+                )
+            )  # fmt: skip
+            results[name].append(seconds * 1e6)
+            log.unlink(missing_ok=True)
+            if buffer is not None and name == "tracing 100%":
+                export_us.append(export_cost(buffer) * 1e6)
+    base = min(results["off"])
+    print(f"{'signals':<14} {'µs/request':>10} {'median':>8} {'÷ off':>7}")
+    for name in SIGNALS:
+        best = min(results[name])
+        print(f"{name:<14} {best:>10.2f} {median(results[name]):>8.2f} {best / base:>7.3f}")
+    print(f"export of a traced request (off the request path): {min(export_us):.2f} µs")
+    write_result(
+        "proxy-path-signals",
+        {
+            "requests_per_round": args.requests,
+            "us_per_request": results,
+            "ratio_to_off": {name: min(results[name]) / base for name in SIGNALS},
+            "export_us_per_traced_request": export_us,
+        },
+    )
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.proxy_path", description=__doc__)
     p.add_argument("--requests", type=int, default=50_000, help="requests per round")
     p.add_argument("--rounds", type=int, default=5, help="rounds of each (best is kept)")
+    p.add_argument(
+        "--signals", action="store_true",
+        help="measure tracing (100%% vs off) and the access log (on vs off) instead",
+    )  # fmt: skip
     p.add_argument("--keep-temp", action="store_true")
     return p.parse_args(argv)
 
@@ -246,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         api = f"http://127.0.0.1:{port}"
         seed(api, 9)  # the endpoint's port is never dialled: transports are fake
         version, data = fetch_snapshot(api)
+    if args.signals:
+        with temp_dir("proxy-path-log", args.keep_temp) as logs:
+            return signals(data, version, args, logs / "access.log")
     mapmesh_us: list[float] = []
     minimal_us: list[float] = []
     for _ in range(args.rounds):

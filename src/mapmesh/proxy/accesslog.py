@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import sys
@@ -52,7 +53,6 @@ from typing import IO, Protocol
 from mapmesh.model import snapshot
 from mapmesh.proxy.forwarding import Forwarding
 from mapmesh.proxy.protocol.events import RequestHead, ResponseHead
-from mapmesh.proxy.protocol.headers import get_field
 from mapmesh.proxy.telemetry.spans import WALL_OFFSET
 from mapmesh.proxy.telemetry.tracing import Trace, parse_amzn_trace_id, parse_traceparent
 
@@ -163,6 +163,19 @@ def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
+def _field_pattern(name: str) -> re.Pattern[bytes]:
+    """Finds field ``name`` in a raw field block (lines ending CRLF, validated by the codec):
+    one regex search, no list of fields built."""
+    return re.compile(
+        rb"(?:^|\n)" + re.escape(name.encode("latin-1")) + rb":[ \t]*([^\r\n]*)", re.IGNORECASE
+    )
+
+
+def _field(block: bytes, pattern: re.Pattern[bytes]) -> str | None:
+    match = pattern.search(block)
+    return match.group(1).rstrip(b" \t").decode("latin-1") if match is not None else None
+
+
 def _request_field(name: str) -> Getter:
     lower = name.lower()
     if lower == ":method":
@@ -175,19 +188,19 @@ def _request_field(name: str) -> Getter:
         return lambda exchange, now: "http"
     if lower == "x-request-id":  # the client's, or the one the proxy made and forwarded
         return lambda exchange, now: exchange.request_id.decode("latin-1")
-    field = lower.encode("latin-1")
-    return lambda exchange, now: _text(get_field(exchange.head.headers, field))
+    pattern = _field_pattern(lower)
+    return lambda exchange, now: _field(exchange.head.raw_headers, pattern)
 
 
 def _response_field(name: str) -> Getter:
     lower = name.lower()
     if lower == ":status":
         return lambda exchange, now: str(exchange.status) if exchange.status else None
-    field = lower.encode("latin-1")
+    pattern = _field_pattern(lower)
 
     def getter(exchange: DownstreamExchange, now: float) -> Value:
         response = exchange.response
-        return _text(get_field(response.headers, field)) if response is not None else None
+        return _field(response.raw_headers, pattern) if response is not None else None
 
     return getter
 
@@ -363,7 +376,9 @@ class TextFormat:
 
     def line(self, exchange: DownstreamExchange, now: float) -> str:
         values = [getter(exchange, now) for getter in self._getters]
-        return self._template % tuple(["-" if value is None else value for value in values])
+        if None in values:
+            values = ["-" if value is None else value for value in values]
+        return self._template % tuple(values)
 
 
 class JsonFormat:
@@ -446,31 +461,45 @@ def compile_format(configured: snapshot.AccessLog | None) -> LogFormat:
 
 
 class _Output:
-    """An open log: a file in append mode (line-buffered) or one of the process's streams."""
+    """An open log: a file opened for appending, or the process's stdout / stderr. Each line
+    is one ``write`` system call on the descriptor (no buffer to lose or to flush, and lines
+    of several proxies appending to one file do not interleave)."""
+
+    _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.shared = path in ("-", "/dev/stdout", "/dev/stderr")
-        if path in ("-", "/dev/stdout"):
-            self.stream: IO[str] = sys.stdout
-        elif path == "/dev/stderr":
-            self.stream = sys.stderr
+        self.stream: IO[str] | None = None  # a stream without a descriptor (captured)
+        if self.shared:
+            stream = sys.stderr if path == "/dev/stderr" else sys.stdout
+            stream.flush()  # whatever Python buffered goes first
+            try:
+                self.fd = stream.fileno()
+            except (OSError, ValueError):
+                self.stream, self.fd = stream, -1
         else:
             try:
-                self.stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+                self.fd = os.open(path, self._FLAGS, 0o644)
             except OSError as exc:
                 raise ValueError(
                     f"access_log.path: cannot open {path}: {exc.strerror or exc}"
                 ) from None
 
     def write(self, line: str) -> None:
-        self.stream.write(line)
-        if self.shared:
+        if self.stream is not None:
+            self.stream.write(line)
             self.stream.flush()
+            return
+        data = line.encode("utf-8", "replace")
+        written = os.write(self.fd, data)
+        while written < len(data):  # a pipe may take less at once
+            data = data[written:]
+            written = os.write(self.fd, data)
 
     def close(self) -> None:
         if not self.shared:
-            self.stream.close()
+            os.close(self.fd)
 
 
 class _Plan:

@@ -295,8 +295,9 @@ class Forwarding:
             host=target.host.encode("latin-1") if target.host is not None else None,
             added=exchange.added_fields,
         )
-        if exchange.trace is not None:  # the upstream's parent is this hop's client span
-            self._head_bytes = exchange.trace.upstream_head(self._head_bytes)
+        trace = exchange.trace
+        if trace is not None and trace.present is not None:  # a client's line to rewrite:
+            self._head_bytes = trace.upstream_head(self._head_bytes)  # our span is its parent
         self._attempt()
 
     def _attempt(self) -> None:

@@ -138,7 +138,7 @@ def spans_of(request: TracedRequest, identity: Identity) -> list[Span]:
         server_attributes["mapmesh.upstream"] = upstream
     if cluster is not None:
         server_attributes["mapmesh.cluster"] = cluster
-    attempts = [(*attempt, False) for attempt in trace.attempts]
+    attempts = [(*attempt, False) for attempt in trace.attempts or ()]
     if answered_at is not None and upstream is not None:
         attempts.append((trace.client_id, answered_at, end, upstream, status, flag_text, True))
     spans = [

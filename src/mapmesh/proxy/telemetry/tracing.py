@@ -88,7 +88,7 @@ class Trace:
         self.parent_id = parent_id
         self.client_id = client_id
         self.present = present
-        self.attempts: list[Attempt] = []
+        self.attempts: list[Attempt] | None = None  # made by the first attempt that fails
 
     @property
     def traceparent(self) -> bytes:
@@ -119,7 +119,11 @@ class Trace:
         self, start: float, end: float, endpoint: str, status: int, flag: str
     ) -> None:
         """Record the client span of an attempt that did not give the response."""
-        self.attempts.append((self.client_id, start, end, endpoint, status, flag))
+        attempt = (self.client_id, start, end, endpoint, status, flag)
+        if self.attempts is None:
+            self.attempts = [attempt]
+        else:
+            self.attempts.append(attempt)
 
 
 def _sampled(rate: float) -> bool:
