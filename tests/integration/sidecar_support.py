@@ -107,9 +107,12 @@ class Upstream:
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
                 status = 503 if failing else behaviour.status
-                echoed = ("host", "traceparent", "tracestate", "x-request-id", "x-amzn-trace-id")
+                echoed = ("host", "traceparent", "x-request-id")
                 answer = {"from": name, "path": self.path}
                 answer.update({h: self.headers.get(h) for h in echoed})
+                for extra in ("tracestate", "x-amzn-trace-id"):  # only when sent
+                    if self.headers.get(extra) is not None:
+                        answer[extra] = self.headers[extra]
                 body = json.dumps(answer).encode()
                 if behaviour.stall_body:
                     head = (f"HTTP/1.1 {status} OK\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -326,6 +326,13 @@ def test_x_amzn_trace_id_continues_the_trace(
         missing = httpx.get(f"{server.url}/v1/traces/5759e988bd862f3fe1be46a994272793")
         assert missing.status_code == 404
 
+        # A W3C context wins over an X-Ray one; tracestate travels unchanged.
+        w3c = {"traceparent": f"00-{'e' * 32}-{'f' * 16}-01", "tracestate": "congo=t61rcWkgMzE"}
+        with mesh.client() as client:
+            seen = client.get(f"http://{mesh.service}/", headers={**w3c, "x-amzn-trace-id": amzn})
+        assert seen.json()["tracestate"] == "congo=t61rcWkgMzE"
+        assert seen.json()["traceparent"].split("-")[1] == "e" * 32
+
 
 def test_the_control_plane_hears_edges_events_and_no_spans_at_zero_sampling(
     server: ServerProcess, sd: Any, unique: str, tmp_path: Path
