@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,9 @@ from tests.integration.test_cloudmap_api import http_namespace, wait_operation
 from tests.support import ServerProcess, free_port
 
 BOUNDS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
-TRACE = "0af7651916cd43dd8448eb211c80319c"
+# Unique per run: the control plane is shared by the session, and real sidecars in other
+# tests report their traces to it too.
+TRACE = uuid.uuid4().hex
 GW_SERVER, GW_CLIENT = "1000000000000001", "1000000000000002"
 FE_SERVER, FE_CLIENT = "2000000000000001", "2000000000000002"
 WK_SERVER = "3000000000000001"
