@@ -53,12 +53,14 @@ from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.telemetry.edges import EdgeSet
+from mapmesh.proxy.telemetry.otlp import otlp_body
 from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
 from mapmesh.proxy.telemetry.runtime import REPORT_BUFFER
 from mapmesh.proxy.telemetry.spans import (
     Identity,
     SpanBuffer,
     TracedRequest,
+    all_spans,
     span_document,
     spans_of,
 )
@@ -264,17 +266,22 @@ def minimal_round(requests: int) -> float:
     return (time.process_time() - start) / requests
 
 
-def export_cost(spans: SpanBuffer) -> float:
+def export_costs(spans: SpanBuffer) -> tuple[float, float]:
     """Seconds of CPU per traced request to make its spans and encode them as the control
-    plane's report does (off the request path: the reporter pays it every interval)."""
+    plane's report does, and as an OTLP/HTTP JSON batch does (both off the request path: the
+    reporter and the exporter pay them every interval)."""
     identity = Identity(MESH, "virtualNode", "frontend", "frontend-bench")
     requests = spans.take()
+    count = max(len(requests), 1)
     start = time.process_time()
     documents = [
         span_document(span) for request in requests for span in spans_of(request, identity)
     ]
     json.dumps({"spans": documents}, separators=(",", ":"))
-    return (time.process_time() - start) / max(len(requests), 1)
+    report = (time.process_time() - start) / count
+    start = time.process_time()
+    otlp_body(all_spans(requests, identity), identity)
+    return report, (time.process_time() - start) / count
 
 
 SIGNALS = ("off", "tracing 100%", "access log", "tracing + log")
@@ -296,6 +303,7 @@ def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: P
     """The ``--signals`` run: the variants side by side, as ratios to tracing off."""
     results: dict[str, list[float]] = {name: [] for name in SIGNALS}
     export_us: list[float] = []
+    otlp_us: list[float] = []
     for _ in range(args.rounds):
         for name in SIGNALS:
             traced = "tracing" in name
@@ -309,13 +317,18 @@ def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: P
             results[name].append(seconds * 1e6)
             log.unlink(missing_ok=True)
             if buffer is not None and name == "tracing 100%":
-                export_us.append(export_cost(buffer) * 1e6)
+                report, otlp = export_costs(buffer)
+                export_us.append(report * 1e6)
+                otlp_us.append(otlp * 1e6)
     base = min(results["off"])
     print(f"{'signals':<14} {'µs/request':>10} {'median':>8} {'÷ off':>7}")
     for name in SIGNALS:
         best = min(results[name])
         print(f"{name:<14} {best:>10.2f} {median(results[name]):>8.2f} {best / base:>7.3f}")
-    print(f"export of a traced request (off the request path): {min(export_us):.2f} µs")
+    print(
+        f"export of a traced request, off the request path: {min(export_us):.2f} µs as a "
+        f"control-plane report, {min(otlp_us):.2f} µs as OTLP JSON"
+    )
     write_result(
         "proxy-path-signals",
         {
@@ -323,6 +336,7 @@ def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: P
             "us_per_request": results,
             "ratio_to_off": {name: min(results[name]) / base for name in SIGNALS},
             "export_us_per_traced_request": export_us,
+            "otlp_us_per_traced_request": otlp_us,
         },
     )
     return 0

@@ -31,7 +31,7 @@ from mapmesh.proxy.control_http import request
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.telemetry.spans import CLIENT, Identity, Span, SpanBuffer, all_spans
 
-__all__ = ["BATCH", "OtlpExporter", "otlp_document", "traces_path"]
+__all__ = ["BATCH", "OtlpExporter", "otlp_body", "traces_path"]
 
 log = logging.getLogger("mapmesh.proxy.telemetry")
 
@@ -51,61 +51,56 @@ def traces_path(endpoint: str) -> str:
     return path if path.endswith("/v1/traces") else f"{path}/v1/traces"
 
 
-def _value(value: str | int | float | bool) -> dict[str, Any]:
+# The body is written as text: OTLP's JSON nests several small objects per attribute, and
+# json.dumps of those objects costs more than the request the span describes. Values that
+# come from outside (paths, hosts) go through the json module's string escaper.
+_escape = json.encoder.encode_basestring_ascii
+
+
+def _attribute(key: str, value: str | int | float | bool) -> str:
     if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    return {"stringValue": value}
+        kind, text = "boolValue", "true" if value else "false"
+    elif isinstance(value, int):
+        kind, text = "intValue", f'"{value}"'  # proto3 JSON writes 64-bit integers as strings
+    elif isinstance(value, float):
+        kind, text = "doubleValue", json.dumps(value)
+    else:
+        kind, text = "stringValue", _escape(value)
+    return f'{{"key":{_escape(key)},"value":{{"{kind}":{text}}}}}'
 
 
-def _attributes(items: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _value(value)} for key, value in items.items()]
+def _attributes(items: dict[str, Any]) -> str:
+    return "[" + ",".join([_attribute(key, value) for key, value in items.items()]) + "]"
 
 
-def _nanos(seconds: float) -> str:
-    return str(round(seconds * 1e9))
+def _span(span: Span) -> str:
+    parent = f'"parentSpanId":"{span.parent_id}",' if span.parent_id is not None else ""
+    status = f'{{"code":{_STATUS_ERROR}}}' if span.error else "{}"
+    kind = _CLIENT_KIND if span.kind == CLIENT else _SERVER_KIND
+    return (
+        f'{{"traceId":"{span.trace_id}","spanId":"{span.span_id}",{parent}'
+        f'"name":{_escape(span.name)},"kind":{kind},'
+        f'"startTimeUnixNano":"{round(span.start * 1e9)}",'
+        f'"endTimeUnixNano":"{round(max(span.end, span.start) * 1e9)}",'
+        f'"attributes":{_attributes(span.attributes)},"status":{status}}}'
+    )
 
 
-def _span(span: Span) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "traceId": span.trace_id,
-        "spanId": span.span_id,
-        "name": span.name,
-        "kind": _CLIENT_KIND if span.kind == CLIENT else _SERVER_KIND,
-        "startTimeUnixNano": _nanos(span.start),
-        "endTimeUnixNano": _nanos(max(span.end, span.start)),
-        "attributes": _attributes(span.attributes),
-        "status": {"code": _STATUS_ERROR} if span.error else {},
-    }
-    if span.parent_id is not None:
-        document["parentSpanId"] = span.parent_id
-    return document
-
-
-def otlp_document(spans: list[Span], identity: Identity) -> dict[str, Any]:
-    """An ``ExportTraceServiceRequest`` (OTLP JSON) holding ``spans``."""
-    resource = {
-        "service.name": identity.name,
-        "service.namespace": identity.mesh,
-        "service.instance.id": identity.instance,
-        "mapmesh.kind": identity.kind,
-    }
-    return {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": _attributes(resource)},
-                "scopeSpans": [
-                    {
-                        "scope": {"name": "mapmesh.proxy", "version": __version__},
-                        "spans": [_span(span) for span in spans],
-                    }
-                ],
-            }
-        ]
-    }
+def otlp_body(spans: list[Span], identity: Identity) -> bytes:
+    """An ``ExportTraceServiceRequest`` holding ``spans``, in OTLP's JSON encoding."""
+    resource = _attributes(
+        {
+            "service.name": identity.name,
+            "service.namespace": identity.mesh,
+            "service.instance.id": identity.instance,
+            "mapmesh.kind": identity.kind,
+        }
+    )
+    scope = f'{{"name":"mapmesh.proxy","version":{_escape(__version__)}}}'
+    return (
+        f'{{"resourceSpans":[{{"resource":{{"attributes":{resource}}},'
+        f'"scopeSpans":[{{"scope":{scope},"spans":[{",".join([_span(s) for s in spans])}]}}]}}]}}'
+    ).encode("ascii")
 
 
 class OtlpExporter:
@@ -141,8 +136,7 @@ class OtlpExporter:
             requests = self._spans.take(BATCH)
             if not requests:
                 break
-            document = otlp_document(all_spans(requests, self.identity), self.identity)
-            data = json.dumps(document, separators=(",", ":")).encode()
+            data = otlp_body(all_spans(requests, self.identity), self.identity)
             retry = True
             try:
                 status, answer = await request(

@@ -122,15 +122,7 @@ class Recorder:
 
     def record(self, exchange: DownstreamExchange, now: float) -> None:
         forwarding = exchange.forwarding
-        if forwarding is not None:
-            cluster: ClusterRuntime | None = forwarding.cluster
-            if exchange.response is not None:  # an upstream answered: its attempt's time
-                elapsed = now - forwarding.attempt_started
-                latency = forwarding.cluster.stats_rq_time
-                latency.counts[bisect_left(BOUNDS_S, elapsed)] += 1
-                latency.sum += elapsed
-        else:
-            cluster = None
+        cluster = None if forwarding is None else forwarding.cluster
         edge = self._edge
         if cluster is not self._cluster or exchange.destination is not self._destination:
             edge = self._edge = self._listener.edge(
@@ -140,9 +132,17 @@ class Recorder:
             self._destination = exchange.destination
         edge.status[exchange.status // 100] += 1
         elapsed = now - exchange.started_mono
+        bucket = bisect_left(BOUNDS_S, elapsed)
         latency = edge.latency
-        latency.counts[bisect_left(BOUNDS_S, elapsed)] += 1
+        latency.counts[bucket] += 1
         latency.sum += elapsed
+        if exchange.response is not None and forwarding is not None:  # an upstream answered
+            elapsed = now - forwarding.attempt_started  # its attempt's time: at most the
+            if bucket and elapsed <= BOUNDS_S[bucket - 1]:  # request's, mostly in its bucket
+                bucket = bisect_left(BOUNDS_S, elapsed, 0, bucket)
+            latency = forwarding.cluster.stats_rq_time
+            latency.counts[bucket] += 1
+            latency.sum += elapsed
         if exchange.flags:
             self._listener.flagged(edge, exchange.flags)
         trace = exchange.trace

@@ -34,6 +34,10 @@ CLIENT = "client"
 
 # Wall-clock time of monotonic 0: the request path reads one clock, exporters convert.
 WALL_OFFSET = time.time() - time.monotonic()
+# The control plane refuses a report with longer names or values (docs/telemetry.md): what
+# a client sent (path, request id, Host) is cut to these when spans are made.
+MAX_NAME = 255
+MAX_TEXT = 1024
 
 TracedRequest = tuple[
     Trace,
@@ -124,13 +128,13 @@ def spans_of(request: TracedRequest, identity: Identity) -> list[Span]:
      method, path, request_id, answered_at) = request  # fmt: skip
     trace_id = _text(trace.trace_id)
     server_id = _text(trace.span_id)
-    common: dict[str, str | int] = {
-        "http.method": _text(method),
-        "http.target": _text(path),
+    common: dict[str, str | int] = {  # what the client sent is cut to the report's limits
+        "http.method": _text(method[:MAX_NAME]),
+        "http.target": _text(path[:MAX_TEXT]),
         "mapmesh.node": identity.name,
         "mapmesh.kind": identity.kind,
         "mapmesh.listener": listener,
-        "mapmesh.request_id": _text(request_id),
+        "mapmesh.request_id": _text(request_id[:MAX_TEXT]),
     }
     flag_text = ",".join(flags) or "-"
     server_attributes = {**common, "http.status_code": status, "mapmesh.response_flags": flag_text}
@@ -145,7 +149,7 @@ def spans_of(request: TracedRequest, identity: Identity) -> list[Span]:
         Span(
             trace_id, server_id,
             _text(trace.parent_id) if trace.parent_id is not None else None,
-            f"{listener} {destination}", SERVER,
+            f"{listener} {destination}"[:MAX_NAME], SERVER,
             WALL_OFFSET + start, WALL_OFFSET + end, server_attributes,
             status == 0 or status >= 500,
         )
@@ -162,7 +166,7 @@ def spans_of(request: TracedRequest, identity: Identity) -> list[Span]:
             attributes["mapmesh.cluster"] = cluster
         spans.append(
             Span(
-                trace_id, _text(span_id), server_id, cluster or destination, CLIENT,
+                trace_id, _text(span_id), server_id, (cluster or destination)[:MAX_NAME], CLIENT,
                 WALL_OFFSET + began, WALL_OFFSET + ended, attributes,
                 code == 0 or code >= 500,
             )
@@ -170,26 +174,16 @@ def spans_of(request: TracedRequest, identity: Identity) -> list[Span]:
     return spans
 
 
-# The control plane refuses a report with longer names or values (docs/telemetry.md).
-MAX_NAME = 255
-MAX_TEXT = 1024
-
-
 def span_document(span: Span) -> dict[str, Any]:
-    """A span as the control plane's ``/v1/telemetry`` takes it (docs/telemetry.md); long
-    values (a path) are cut to the control plane's limits."""
-    attributes = {
-        key: value[:MAX_TEXT] if isinstance(value, str) else value
-        for key, value in span.attributes.items()
-    }
+    """A span as the control plane's ``/v1/telemetry`` takes it (docs/telemetry.md)."""
     document: dict[str, Any] = {
         "traceId": span.trace_id,
         "spanId": span.span_id,
-        "name": span.name[:MAX_NAME],
+        "name": span.name,
         "kind": span.kind,
         "start": round(span.start, 6),
         "end": round(max(span.end, span.start), 6),
-        "attributes": attributes,
+        "attributes": span.attributes,
         "status": "error" if span.error else "ok",
     }
     if span.parent_id is not None:
