@@ -133,8 +133,9 @@ async def mapmesh_round(
     deadlines = Deadlines(clock)
     router = Router("outbound", 15001, stats, clock, rng, deadlines)
     sinks = (spans,) if spans is not None else ()
+    edges = EdgeSet(stats)
     telemetry = ListenerTelemetry(
-        "outbound", "outbound", EdgeSet(stats), stats, sampling=sampling, sinks=sinks
+        "outbound", "outbound", edges, stats, sampling=sampling, sinks=sinks
     )
     logger = AccessLogger(None)
     if access_log is not None:
@@ -178,6 +179,8 @@ async def mapmesh_round(
     for _ in range(requests):
         one()
         client.written.clear()
+    stats.fold()  # the bucketing of latencies the process does every second, in the total
+    edges.fold()
     elapsed = time.process_time() - start
     deadlines.close()
     clusters.close()

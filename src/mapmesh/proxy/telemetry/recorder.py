@@ -8,7 +8,7 @@ recorder keeps the traffic edge of the last (cluster, destination) it saw: on a 
 connection that keeps calling one service that is two identity checks, and only a change of
 destination or cluster goes to the edge set's dict. Then, per response:
 
-* the edge's status class and duration (a bisect into fixed buckets);
+* the edge's status class and duration (appended; bucketed in batches, see ``Histogram``);
 * its response flags, only when it has some (an error or a local reply);
 * ``upstream_rq_time`` of the cluster whose endpoint answered, from the start of that attempt;
 * for a sampled request only, one tuple into each span exporter's buffer.
@@ -19,10 +19,9 @@ Nothing else is built: no dict, label tuple or span per request. ``downstream_rq
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from mapmesh.proxy.stats import BOUNDS_S, Counter, FlagCounter, Stats
+from mapmesh.proxy.stats import Counter, FlagCounter, Stats
 from mapmesh.proxy.telemetry.edges import Edge, EdgeSet
 from mapmesh.proxy.telemetry.spans import SpanBuffer
 from mapmesh.proxy.telemetry.tracing import Trace
@@ -110,41 +109,41 @@ class Recorder:
     """Per connection: :meth:`record` each finished exchange (see the module docstring).
 
     Every line of :meth:`record` runs once per response, so it is written for the
-    interpreter: locals, identity checks, :meth:`Histogram.observe` inlined."""
+    interpreter: the current edge's status list and ``observe`` are kept in slots, checks are
+    identity checks, durations are appended for later bucketing (:class:`Histogram`)."""
 
-    __slots__ = ("_cluster", "_destination", "_edge", "_listener")
+    __slots__ = ("_cluster", "_destination", "_edge", "_listener", "_observe", "_status")
 
     def __init__(self, listener: ListenerTelemetry) -> None:
         self._listener = listener
         self._cluster: object = _NOTHING  # the key of ``_edge``: no edge yet
         self._destination: str | None = None
         self._edge = Edge(listener.name, listener.direction, "", None)  # never counted
+        self._status = self._edge.status
+        self._observe = self._edge.latency.observe
 
     def record(self, exchange: DownstreamExchange, now: float) -> None:
         forwarding = exchange.forwarding
         cluster = None if forwarding is None else forwarding.cluster
-        edge = self._edge
         if cluster is not self._cluster or exchange.destination is not self._destination:
-            edge = self._edge = self._listener.edge(
-                cluster, self._listener.destination or exchange.destination or ""
-            )
-            self._cluster = cluster
-            self._destination = exchange.destination
-        edge.status[exchange.status // 100] += 1
-        elapsed = now - exchange.started_mono
-        bucket = bisect_left(BOUNDS_S, elapsed)
-        latency = edge.latency
-        latency.counts[bucket] += 1
-        latency.sum += elapsed
-        if exchange.response is not None and forwarding is not None:  # an upstream answered
-            elapsed = now - forwarding.attempt_started  # its attempt's time: at most the
-            if bucket and elapsed <= BOUNDS_S[bucket - 1]:  # request's, mostly in its bucket
-                bucket = bisect_left(BOUNDS_S, elapsed, 0, bucket)
-            latency = forwarding.cluster.stats_rq_time
-            latency.counts[bucket] += 1
-            latency.sum += elapsed
+            self._switch(exchange, cluster)
+        self._status[exchange.status // 100] += 1
+        self._observe(now - exchange.started_mono)
+        if exchange.response is not None and forwarding is not None:  # an upstream answered:
+            forwarding.cluster.stats_rq_time.observe(now - forwarding.attempt_started)
         if exchange.flags:
-            self._listener.flagged(edge, exchange.flags)
+            self._listener.flagged(self._edge, exchange.flags)
         trace = exchange.trace
         if trace is not None:
             self._listener.traced(exchange, trace, now)
+
+    def _switch(self, exchange: DownstreamExchange, cluster: ClusterRuntime | None) -> None:
+        """Another destination or cluster than the last response's: look its edge up."""
+        listener = self._listener
+        edge = self._edge = listener.edge(
+            cluster, listener.destination or exchange.destination or ""
+        )
+        self._status = edge.status
+        self._observe = edge.latency.observe
+        self._cluster = cluster
+        self._destination = exchange.destination

@@ -34,6 +34,7 @@ __all__ = [
 DEFAULT_SAMPLING = 1.0
 REPORT_BUFFER = 500  # traced requests per report interval (about the control plane's cap)
 OTLP_BUFFER = 8192  # traced requests waiting for the collector
+FOLD_INTERVAL = 1.0  # seconds between bucketing the latency histograms' pending durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,18 @@ class ProxyTelemetry:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._fold()))
         if self.reporter is not None:
             self._tasks.append(loop.create_task(self.reporter.run()))
         if self.otlp is not None:
             self._tasks.append(loop.create_task(self.otlp.run()))
+
+    async def _fold(self) -> None:
+        """Bucket pending durations every second: bounds what waits (see ``Histogram``)."""
+        while True:
+            await asyncio.sleep(FOLD_INTERVAL)
+            self.stats.fold()
+            self.edges.fold()
 
     async def stop(self, *, flush: bool = True, timeout: float = 2.0) -> None:
         """Stop the periodic tasks; with ``flush``, send what is left, each within
