@@ -372,3 +372,21 @@ def test_the_control_plane_hears_edges_events_and_no_spans_at_zero_sampling(
         stats = scrape(mesh.proxy)
         assert value(stats, "mapmesh_telemetry_report_success") >= 1
         assert value(stats, "mapmesh_tracing_requests_sampled", listener="outbound") == 0
+
+
+def test_the_last_report_is_sent_at_shutdown(
+    server: ServerProcess, sd: Any, unique: str, tmp_path: Path
+) -> None:
+    """With reports a minute apart, the requests still reach the control plane: the proxy
+    reports once more when it stops, after its requests drained."""
+    with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0), start_proxy=False) as mesh:
+        mesh.proxy.extra = ("--report-interval", "60")
+        mesh.proxy.launch()
+        with mesh.client() as client:
+            wait_for(lambda: client.get(f"http://{mesh.service}/").status_code == 200)
+            seen = client.get(f"http://{mesh.service}/last").json()
+        assert mesh.proxy.stop() == 0
+        trace_id = seen["traceparent"].split("-")[1]
+        answer = httpx.get(f"{server.url}/v1/traces/{trace_id}")
+        assert answer.status_code == 200, answer.text
+        assert {span["node"] for span in answer.json()["spans"]} == {"frontend"}

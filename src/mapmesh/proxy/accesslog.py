@@ -520,7 +520,10 @@ class AccessLogger:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._flag_path = path
-        self._output: _Output | None = _Output(path) if path else None
+        try:
+            self._output: _Output | None = _Output(path) if path else None
+        except ValueError as exc:  # --access-log: the process cannot start, like a busy port
+            raise OSError(str(exc).replace("access_log.path", "--access-log", 1)) from None
         self._format: LogFormat = compile_format(None)
         self.enabled = self._output is not None
 
