@@ -301,7 +301,11 @@ def sidecar_argv(api_url: str, outbound: int, admin: int, state_dir: Path | None
         "--log-level",
         "warning",
         *(["--state-dir", str(state_dir)] if state_dir is not None else []),
+        *SIDECAR_ARGS,
     ]
+
+
+SIDECAR_ARGS: list[str] = []  # --sidecar-arg: extra flags for the sidecar under test
 
 
 def appmesh_client(url: str) -> Any:
@@ -1194,6 +1198,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=64,
         help="keep-alive connections of the fixed-rate generator",
     )
+    p.add_argument(
+        "--sidecar-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra flag for `mapmesh proxy` (repeatable): --sidecar-arg=--trace-sampling=0",
+    )
     p.add_argument("--idle-connections", type=int, default=1000, help="for the RSS figure")
     p.add_argument("--ready-runs", type=int, default=5, help="starts per kind for ready time")
     p.add_argument(
@@ -1607,6 +1618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_tools("wrk", "taskset", "nginx", "haproxy")
     compile_sources()
+    SIDECAR_ARGS[:] = args.sidecar_arg
     raise_on_sigterm()
     raise_fd_limit()
     pin_self(args.client_cpu)

@@ -268,6 +268,133 @@ def test_a_killed_worker_replica_is_restarted_and_no_request_fails(mesh: Mesh) -
     mesh.wait_settled()
 
 
+def _gateway_requests(admin_port: int) -> int:
+    """The gateway's ``downstream_rq_total``, summed over its listeners."""
+    text = httpx.get(f"http://127.0.0.1:{admin_port}/stats", timeout=5, trust_env=False).text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("mapmesh_downstream_rq_total")
+    )
+
+
+def _control(demo: Mesh, path: str, **params: Any) -> Any:
+    url = demo.status()["control_plane"]
+    answer = httpx.get(f"{url}{path}", params=params, timeout=5, trust_env=False)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _demo_trace(mesh: Mesh) -> dict[str, Any] | None:
+    """A recent trace that went gateway → frontend → timeline → a worker, with its spans."""
+    for summary in _control(mesh, "/v1/traces", mesh="social", limit=50)["traces"]:
+        trace: dict[str, Any] = _control(mesh, f"/v1/traces/{summary['traceId']}")
+        nodes = {span["attributes"].get("mapmesh.node") for span in trace["spans"]}
+        if {"gateway", "frontend", "timeline"} <= nodes and nodes & {"worker-v1", "worker-v2"}:
+            return trace
+    return None
+
+
+def test_the_demo_is_measured_traced_and_mapped(mesh: Mesh) -> None:
+    status = mesh.wait_settled()
+    admin = status["gateway"]["admin_port"]
+    # Metrics: the requests sent through the gateway are the ones its /stats counts.
+    before = _gateway_requests(admin)
+    with client() as http:
+        for _ in range(20):
+            assert http.get(f"{mesh.gateway}/").status_code == 200
+    assert _gateway_requests(admin) - before == 20
+
+    # The map: the proxies' reports reach the control plane as the demo's calls.
+    calls = {
+        ("virtualGateway/gateway", "virtualNode/frontend"),
+        ("virtualNode/frontend", "virtualNode/auth"),
+        ("virtualNode/frontend", "virtualNode/user"),
+        ("virtualNode/frontend", "virtualNode/timeline"),
+    }
+
+    def mapped() -> set[tuple[str, str]]:
+        topology = _control(mesh, "/v1/topology", mesh="social", window=60)
+        return {(e["source"], e["target"]) for e in topology["edges"] if e["requests"]}
+
+    wait_until(lambda: calls <= mapped(), 15, "the map shows the demo's calls")
+    assert {target for source, target in mapped() if source == "virtualNode/timeline"} & {
+        "virtualNode/worker-v1",
+        "virtualNode/worker-v2",
+    }
+
+    # A trace across four proxies: every span's parent is in the trace, and the worker's
+    # server span descends from the gateway's.
+    trace = _demo_trace(mesh)
+    deadline = time.monotonic() + 15
+    while trace is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        trace = _demo_trace(mesh)
+    assert trace is not None, "no trace from the gateway to a worker within 15 s"
+    spans = {span["spanId"]: span for span in trace["spans"]}
+    roots = [span for span in spans.values() if span.get("parentSpanId") not in spans]
+    assert len(roots) == 1 and roots[0]["attributes"]["mapmesh.node"] == "gateway"
+    worker = next(
+        span
+        for span in spans.values()
+        if span["kind"] == "server"
+        and span["attributes"]["mapmesh.node"] in ("worker-v1", "worker-v2")
+    )
+    chain = [worker]
+    while chain[-1].get("parentSpanId") in spans:
+        chain.append(spans[chain[-1]["parentSpanId"]])
+    hops = [(s["attributes"]["mapmesh.node"], s["kind"]) for s in reversed(chain)]
+    assert hops[0] == ("gateway", "server") and hops[-1][1] == "server"
+    # Each sidecar shows twice on the way (its inbound listener, then its outbound one).
+    visited = [
+        node for index, (node, _) in enumerate(hops) if not index or hops[index - 1][0] != node
+    ]
+    assert visited[:3] == ["gateway", "frontend", "timeline"]
+    assert visited[3] in ("worker-v1", "worker-v2") and len(visited) == 4
+
+
+def test_the_dashboard_shows_the_demo_live(mesh: Mesh, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
+    chromium = os.environ.get("MAPMESH_CHROMIUM") or shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium binary: apt-get install chromium, or set MAPMESH_CHROMIUM")
+    url = mesh.status()["control_plane"]
+    with client() as http:  # some live traffic for the window the map shows
+        for _ in range(10):
+            assert http.get(f"{mesh.gateway}/").status_code == 200
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{url}/ui#/map?mesh=social")
+            graph = page.locator("svg.graph")
+            expect = sync_api.expect
+            for name in ("gateway", *NODES):
+                expect(graph.locator(f'.node[data-name="{name}"]')).to_be_visible()
+            expect(graph.locator('.node[data-name="frontend"] .badge-text')).to_have_text("2/2")
+            into_frontend = graph.locator(
+                '.edge[data-source="virtualGateway/gateway"][data-target="virtualNode/frontend"]'
+            )
+            expect(into_frontend.locator(".label-text")).to_contain_text("rps")
+            shot = tmp_path / "dashboard-demo-map.png"
+            page.screenshot(path=str(shot), full_page=True)
+            # Into a trace: the list, then its waterfall.
+            page.goto(f"{url}/ui#/traces?mesh=social")
+            page.locator("table.traces tbody tr a.trace-link").first.click()
+            expect(page.locator("tr.span-row").first).to_be_visible()
+            page.screenshot(path=str(tmp_path / "dashboard-demo-trace.png"), full_page=True)
+            artifacts = os.environ.get("MAPMESH_ARTIFACTS")
+            if artifacts:
+                Path(artifacts).mkdir(parents=True, exist_ok=True)
+                for picture in tmp_path.glob("dashboard-demo-*.png"):
+                    shutil.copy(picture, Path(artifacts) / picture.name)
+        finally:
+            browser.close()
+
+
 def test_down_leaves_no_process_and_no_listening_port(mesh: Mesh) -> None:
     status = mesh.wait_settled()
     pids = {status["pid"], status["control_plane_pid"], status["gateway"]["pid"]}

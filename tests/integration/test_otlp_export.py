@@ -87,7 +87,9 @@ def test_spans_reach_an_otlp_collector_as_json(
         worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0), start_proxy=False) as mesh,
     ):
         otlp.refuse = 1
-        mesh.proxy.extra = ("--otlp-endpoint", f"http://127.0.0.1:{otlp.port}")
+        mesh.proxy.extra = (
+            "--otlp-endpoint", f"http://127.0.0.1:{otlp.port}", "--trace-sampling", "1"
+        )  # fmt: skip
         mesh.proxy.launch()
         with mesh.client() as client:
             wait_for(lambda: client.get(f"http://{mesh.service}/").status_code == 200)

@@ -32,6 +32,7 @@ from tests.integration.sidecar_support import (
 from tests.support import ServerProcess
 
 FAST_REPORTS = ("--report-interval", "0.3")
+TRACE_ALL = ("--trace-sampling", "1")  # the default samples a few percent
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 _LINE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
@@ -228,10 +229,10 @@ def two_hops(
         server.url, sd, unique, tmp_path, weights=(100, 0),
         instances={"v1": 0, "v2": 0}, start_proxy=False,
     ) as mesh:  # fmt: skip
-        mesh.proxy.extra = (*FAST_REPORTS, *extra)
+        mesh.proxy.extra = (*FAST_REPORTS, *TRACE_ALL, *extra)
         worker = Sidecar(
             server.url, unique, "worker-v1", tmp_path, app_port=app.port, register=True,
-            extra=(*FAST_REPORTS, "--instance-id", "worker-v1-a", *extra),
+            extra=(*FAST_REPORTS, *TRACE_ALL, "--instance-id", "worker-v1-a", *extra),
         )  # fmt: skip
         try:
             worker.launch()
@@ -299,7 +300,7 @@ def test_x_amzn_trace_id_continues_the_trace(
     of the proxy's server span; it is forwarded as it came, next to a traceparent."""
     amzn = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
     with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0), start_proxy=False) as mesh:
-        mesh.proxy.extra = FAST_REPORTS
+        mesh.proxy.extra = (*FAST_REPORTS, *TRACE_ALL)
         mesh.proxy.launch()
         with mesh.client() as client:
             wait_for(lambda: client.get(f"http://{mesh.service}/").status_code == 200)
@@ -380,7 +381,7 @@ def test_the_last_report_is_sent_at_shutdown(
     """With reports a minute apart, the requests still reach the control plane: the proxy
     reports once more when it stops, after its requests drained."""
     with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0), start_proxy=False) as mesh:
-        mesh.proxy.extra = ("--report-interval", "60")
+        mesh.proxy.extra = ("--report-interval", "60", *TRACE_ALL)
         mesh.proxy.launch()
         with mesh.client() as client:
             wait_for(lambda: client.get(f"http://{mesh.service}/").status_code == 200)

@@ -25,7 +25,7 @@ def test_a_sidecar_reports_edges_and_spans(
     server: ServerProcess, sd: Any, unique: str, tmp_path: Path
 ) -> None:
     with worker_mesh(server.url, sd, unique, tmp_path, start_proxy=False) as mesh:
-        mesh.proxy.extra = ("--report-interval", "0.2")
+        mesh.proxy.extra = ("--report-interval", "0.2", "--trace-sampling", "1")
         mesh.proxy.launch()
         with mesh.client() as client:
             traced = client.get(

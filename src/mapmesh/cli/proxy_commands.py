@@ -152,7 +152,7 @@ def proxy(
     connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
-    trace_sampling: TraceSampling = 1.0,
+    trace_sampling: TraceSampling = 0.05,  # telemetry.runtime.DEFAULT_SAMPLING
     otlp_endpoint: OtlpEndpoint = None,
     report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",
@@ -187,7 +187,7 @@ def gateway(
     connect_timeout: ConnectTimeout = 5.0,
     state_dir: StateDir = None,
     access_log: AccessLog = None,
-    trace_sampling: TraceSampling = 1.0,
+    trace_sampling: TraceSampling = 0.05,  # telemetry.runtime.DEFAULT_SAMPLING
     otlp_endpoint: OtlpEndpoint = None,
     report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",

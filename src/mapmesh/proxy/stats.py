@@ -135,8 +135,8 @@ class Histogram:
     seconds. The hot path calls ``histogram.observe(seconds)``, which is the C ``append`` of
     an array of pending durations: bucketing them one by one in Python cost more than the
     rest of a response's bookkeeping. :meth:`fold` buckets what is pending in one pass of C
-    iterators; readers fold first, and the process folds every second, which bounds the
-    array (8 bytes per request in that second)."""
+    iterators; readers fold first, and the process folds ten times a second, which bounds the
+    array (8 bytes per request in that tenth of a second) and keeps each fold short."""
 
     __slots__ = ("_pending", "counts", "observe", "sum")
 

@@ -60,6 +60,11 @@ _FIRST_POLL = 0.05
 _MAX_START_POLL = 0.25
 
 
+# A mesh run on one machine traces every request (the dashboard's trace view is much of the
+# point of running it here); a production sidecar's default samples a few percent.
+LOCAL_TRACE_SAMPLING = "1"
+
+
 class ReplicaState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
@@ -292,6 +297,7 @@ class Replica:
             "--attribute", f"replica={self.number}",
             "--state-dir", str(ctx.proxies / self.instance_id),
             "--drain-timeout", f"{ctx.drain_timeout:g}", "--log-level", ctx.log_level,
+            "--trace-sampling", LOCAL_TRACE_SAMPLING,
         ]  # fmt: skip
         if ctx.access_log:
             argv += ["--access-log", "-"]

@@ -52,7 +52,7 @@ from mapmesh.runner.launch import LaunchSpec, launch_specs, nodes_named
 from mapmesh.runner.meshsync import MeshSync
 from mapmesh.runner.ports import PortAllocator
 from mapmesh.runner.processes import Child
-from mapmesh.runner.replica import Replica, ReplicaState, RunnerContext
+from mapmesh.runner.replica import LOCAL_TRACE_SAMPLING, Replica, ReplicaState, RunnerContext
 from mapmesh.runner.rollout import Abort, Start, Stop, next_step
 from mapmesh.runner.state import RunnerState, remove_state, write_state
 
@@ -95,6 +95,7 @@ class Supervisor:
         self.control_plane: Daemon | None = None
         self.gateway: Daemon | None = None
         self.gateway_port: int | None = None
+        self.gateway_admin_port: int | None = None
         self.sync: MeshSync | None = None
         self.ctx: RunnerContext | None = None
         # desired state
@@ -350,7 +351,7 @@ class Supervisor:
         port = self.options.gateway_port or (wanted.port if wanted is not None else None)
         if self.gateway is not None and (wanted is None or port != self.gateway_port):
             await self.gateway.stop()
-            self.gateway = None
+            self.gateway = self.gateway_admin_port = None
             self.report("gateway stopped")
         if wanted is None or self.gateway is not None or port is None:
             return
@@ -364,7 +365,7 @@ class Supervisor:
             "--virtual-gateway", derive.GATEWAY_NAME, "--port", str(port),
             "--admin-port", str(admin), "--state-dir", str(self.ctx.proxies / _GATEWAY_PREFIX),
             "--drain-timeout", f"{self.options.drain_timeout:g}",
-            "--log-level", self.options.log_level,
+            "--log-level", self.options.log_level, "--trace-sampling", LOCAL_TRACE_SAMPLING,
         ]  # fmt: skip
         if self.options.access_log:
             argv += ["--access-log", "-"]
@@ -372,11 +373,12 @@ class Supervisor:
             "gateway", argv, self.logs / "gateway.log", http_ready(admin, "/ready"), self.report
         )
         self.gateway, self.gateway_port = gateway, port  # stopped by _shutdown even mid-start
+        self.gateway_admin_port = admin
         try:
             await gateway.start()
         except (DaemonFailed, OSError) as exc:
             await gateway.stop()
-            self.gateway = self.gateway_port = None
+            self.gateway = self.gateway_port = self.gateway_admin_port = None
             self.ports.release(admin)
             message = str(exc)
             if "in use" in message or "cannot start the proxy" in message:
@@ -494,6 +496,7 @@ class Supervisor:
         if self.gateway is not None:
             gateway = {
                 "url": self.gateway_url,
+                "admin_port": self.gateway_admin_port,
                 "pid": self.gateway.pid,
                 "restarts": self.gateway.restarts,
                 "log": str(self.gateway.log_path),

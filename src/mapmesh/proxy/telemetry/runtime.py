@@ -31,10 +31,10 @@ __all__ = [
     "TelemetryOptions",
 ]
 
-DEFAULT_SAMPLING = 1.0
+DEFAULT_SAMPLING = 0.05  # a few percent: full tracing costs CPU and p99 (docs/proxy.md)
 REPORT_BUFFER = 500  # traced requests per report interval (about the control plane's cap)
 OTLP_BUFFER = 8192  # traced requests waiting for the collector
-FOLD_INTERVAL = 1.0  # seconds between bucketing the latency histograms' pending durations
+FOLD_INTERVAL = 0.1  # seconds between bucketing pending latencies: short folds, no stall
 
 
 @dataclass(frozen=True, slots=True)
