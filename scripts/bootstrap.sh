@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what mapmesh needs on a fresh Debian machine: system packages and a venv.
+# Installs what mapmesh needs on a fresh Debian machine: system packages, a venv and the
+# compiled data-plane modules.
 # Idempotent: a second run only checks. Usage: scripts/bootstrap.sh [debian packages...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+
+# The data plane's request path compiled with mypyc (see src/mapmesh/native.py); a no-op when
+# the sources have not changed since the last build.
+.venv/bin/python scripts/build_native.py

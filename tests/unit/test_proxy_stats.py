@@ -101,19 +101,9 @@ def exchange(cluster: Any, destination: str, *, status: int = 200, answered: boo
     )  # fmt: skip
 
 
-def test_a_response_records_edge_cluster_time_flags_and_a_sampled_trace(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_response_records_edge_cluster_time_flags_and_a_sampled_trace() -> None:
     stats = Stats()
     edges = EdgeSet(stats)
-    looked_up: list[str] = []
-    original = edges.edge
-
-    def counting(listener: str, direction: str, destination: str, cluster: str | None) -> Any:
-        looked_up.append(destination)
-        return original(listener, direction, destination, cluster)
-
-    monkeypatch.setattr(edges, "edge", counting)
     sink = SpanBuffer(10)
     listener = ListenerTelemetry("outbound", "outbound", edges, stats, sinks=(sink,))
     runtime = ClusterRuntime(CLUSTER, stats, lambda: 0.0, random.Random(1))
@@ -126,7 +116,10 @@ def test_a_response_records_edge_cluster_time_flags_and_a_sampled_trace(
                              flags=["NR"]), 10.01)  # fmt: skip
     trace = Trace(b"a" * 32, b"1" * 16, None, b"2" * 16)
     recorder.record(exchange(runtime, "worker.corp", trace=trace), 10.01)
-    assert looked_up == ["worker.corp", "other.corp", "nowhere.corp", "worker.corp"]
+    by_destination = {edge.destination: edge for edge in edges}
+    assert sorted(by_destination) == ["nowhere.corp", "other.corp", "worker.corp"]
+    assert by_destination["worker.corp"].status[2] == 4
+    assert by_destination["other.corp"].flags == {"UO": 1}
     text = stats.render()
     assert 'mapmesh_upstream_rq_time_count{cluster="demo/worker:8080"} 4' in text
     assert 'mapmesh_downstream_rq_time_count{listener="outbound"} 6' in text

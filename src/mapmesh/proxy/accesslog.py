@@ -114,16 +114,21 @@ _OPERATOR = re.compile(r"%([A-Z][A-Z0-9_]*)(?:\(([^)]*)\))?(?::(\d+))?%")
 class _Clock:
     """Envoy's default START_TIME (``2026-11-24T07:54:44.123Z``), the date part cached."""
 
-    second = -1
-    prefix = ""
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def iso(self, wall: float) -> str:
+        second = int(wall)
+        if second != self.second:
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = second
+        return f"{self.prefix}.{int((wall - second) * 1000):03d}Z"
 
 
-def _iso_time(wall: float) -> str:
-    second = int(wall)
-    if second != _Clock.second:
-        _Clock.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _Clock.second = second
-    return f"{_Clock.prefix}.{int((wall - second) * 1000):03d}Z"
+_iso_time = _Clock().iso
 
 
 def _start_time(exchange: DownstreamExchange, now: float) -> Value:

@@ -38,7 +38,6 @@ import logging
 import os
 import socket
 import ssl
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -297,17 +296,37 @@ class _Sniffer:
             task.cancel()
 
 
-def _recording(
-    factory: ProtocolFactory, accepted: weakref.WeakSet[asyncio.BaseProtocol]
-) -> ProtocolFactory:
-    """``factory``, remembering what it made (once per connection, not per request)."""
+class _Accepted:
+    """The connections one acceptor made, to drain them when it is replaced.
 
-    def make() -> asyncio.BaseProtocol:
-        protocol = factory()
-        accepted.add(protocol)
+    A plain set pruned of closed connections whenever it has doubled since the last pruning
+    (amortised O(1) per connection): the compiled protocol classes cannot be weakly referenced.
+    """
+
+    __slots__ = ("_factory", "_live", "_prune_at")
+
+    def __init__(self, factory: ProtocolFactory) -> None:
+        self._factory = factory
+        self._live: set[asyncio.BaseProtocol] = set()
+        self._prune_at = 64
+
+    def make(self) -> asyncio.BaseProtocol:
+        """The protocol factory to accept with: ``factory()``, remembered."""
+        protocol = self._factory()
+        live = self._live
+        live.add(protocol)
+        if len(live) >= self._prune_at:
+            self._live = live = {p for p in live if not _closed(p)}
+            self._prune_at = max(64, 2 * len(live))
         return protocol
 
-    return make
+    def live(self) -> list[asyncio.BaseProtocol]:
+        return [protocol for protocol in self._live if not _closed(protocol)]
+
+
+def _closed(protocol: asyncio.BaseProtocol) -> bool:
+    transport = getattr(protocol, "transport", None)  # None: still in its TLS handshake
+    return transport is not None and bool(transport.is_closing())
 
 
 class ListenerServer(asyncio.AbstractServer):
@@ -327,8 +346,8 @@ class ListenerServer(asyncio.AbstractServer):
         self._loop = asyncio.get_running_loop()
         self._acceptor: asyncio.Server | _Sniffer | None = None
         # the connections the current acceptor made, drained when it is replaced
-        self._accepted: weakref.WeakSet[asyncio.BaseProtocol] = weakref.WeakSet()
-        self._make: ProtocolFactory = _recording(factory, self._accepted)
+        self._accepted = _Accepted(factory)
+        self._make: ProtocolFactory = self._accepted.make
         self._serving: ServerTls | None = None
         self._wanted: ServerTls | None = None
         self._lock = asyncio.Lock()
@@ -358,8 +377,8 @@ class ListenerServer(asyncio.AbstractServer):
             if self._closed or (self._acceptor is not None and tls == self._serving):
                 return
             sock = self._sock.dup()
-            accepted: weakref.WeakSet[asyncio.BaseProtocol] = weakref.WeakSet()
-            factory = _recording(self._factory, accepted)
+            accepted = _Accepted(self._factory)
+            factory = accepted.make
             try:
                 acceptor: asyncio.Server | _Sniffer
                 if tls is not None and tls.mode == "PERMISSIVE":
@@ -380,7 +399,7 @@ class ListenerServer(asyncio.AbstractServer):
             drained, self._accepted, self._make = self._accepted, accepted, factory
             if old is not None:
                 old.close()
-            self._drain(list(drained), self._loop.time() + self._timeout + 1.0)
+            self._drain(drained.live(), self._loop.time() + self._timeout + 1.0)
             log.info("listener serving", extra={"tls": tls.mode if tls else "DISABLED"})
 
     async def _hand_over(self, conn: socket.socket, starts_tls: bool) -> None:

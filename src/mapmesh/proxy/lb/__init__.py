@@ -69,7 +69,10 @@ class LbStatistics(Protocol):
 class LoadBalancer(Protocol[K]):
     """The shape every load-balancing policy has."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The policy's name in :data:`POLICIES`."""
+        ...
 
     def pick(self, excluded: Set[K] = ...) -> K | None:
         """An available endpoint not in ``excluded`` — or, when every available endpoint is

@@ -35,7 +35,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from mapmesh.proxy.lb.weights import weight_table
 
@@ -64,7 +64,7 @@ class LeastRequestStatistics:
 class LeastRequest(Generic[K]):
     """Power-of-two-choices least request over the available endpoints."""
 
-    name = "least_request"
+    name: Final = "least_request"
 
     __slots__ = (
         "_active",

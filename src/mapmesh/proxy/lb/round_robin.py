@@ -36,7 +36,7 @@ import heapq
 import random
 from collections.abc import Hashable, Sequence, Set
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from mapmesh.proxy.lb.weights import weight_table
 
@@ -64,7 +64,7 @@ class RoundRobinStatistics:
 class RoundRobin(Generic[K]):
     """Weighted round robin over the available endpoints (see the module docstring)."""
 
-    name = "round_robin"
+    name: Final = "round_robin"
 
     __slots__ = (
         "_available",

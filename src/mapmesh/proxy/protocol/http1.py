@@ -158,7 +158,7 @@ class FramingReader:
 
     # -- input -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed (EOF)."""
         if not data:
             self._eof = True

@@ -69,7 +69,7 @@ class Http1ClientCodec(FramingReader):
         """The last response was read to its end and the connection may carry another."""
         return not (self.must_close or self._awaiting or len(self._buf) > self._pos)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if data and not self._awaiting:
             self.must_close = True  # bytes nobody asked for: never reuse this connection
         super().receive_data(data)

@@ -51,7 +51,7 @@ import heapq
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.resilience.retry import Failure, Outcome
@@ -75,8 +75,7 @@ MAX_EJECTION_MS = 300_000
 """Longest ejection unless ``base_ejection_ms`` is longer (Envoy's ``max_ejection_time``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ejection(Generic[K]):
+class Ejection(NamedTuple, Generic[K]):
     """``endpoint`` is out of service until ``until`` (``multiplier`` * base)."""
 
     endpoint: K
@@ -85,8 +84,7 @@ class Ejection(Generic[K]):
     times_ejected: int
 
 
-@dataclass(frozen=True, slots=True)
-class EjectionSkipped(Generic[K]):
+class EjectionSkipped(NamedTuple, Generic[K]):
     """``endpoint`` qualified but ejecting it would exceed ``max_ejection_percent``."""
 
     endpoint: K

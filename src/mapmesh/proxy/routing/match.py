@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from mapmesh.model.snapshot import HeaderMatch, HostnameMatch, QueryMatch, RouteMatch
 from mapmesh.proxy.routing.request import RequestHead
@@ -75,8 +75,14 @@ class NoRoute:
     cause: NoRouteCause
     reason: str
     egress_allowed: bool = False
-    status: ClassVar[int] = 404
-    flag: ClassVar[str] = "NR"
+
+    @property
+    def status(self) -> int:
+        return 404
+
+    @property
+    def flag(self) -> str:
+        return "NR"
 
 
 class FirstMatch(Generic[Hit]):

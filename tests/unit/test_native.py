@@ -1,0 +1,64 @@
+"""The compiled data-plane modules: they are what runs, and a stale build never runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mapmesh
+from mapmesh import native
+from mapmesh.proxy import downstream, forwarding
+from mapmesh.proxy.protocol import http1_server
+
+SRC = Path(mapmesh.__file__).resolve().parent.parent
+PROBE = (
+    "import mapmesh.native as n, mapmesh.proxy.forwarding as f, mapmesh.proxy.stats as s; "
+    "print(n.compiled(f), n.compiled(s))"
+)
+
+
+def test_the_request_path_runs_compiled() -> None:
+    """scripts/bootstrap.sh (both README commands) builds them; this suite runs after it."""
+    for module in (downstream, forwarding, http1_server):
+        assert native.compiled(module), (
+            f"{module.__name__} runs from source: .venv/bin/python scripts/build_native.py"
+        )
+
+
+def copy_of_the_package(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    shutil.copytree(SRC / "mapmesh", root / "mapmesh", ignore=shutil.ignore_patterns("__pycache__"))
+    for library in SRC.glob(f"{native.GROUP}__mypyc*"):
+        shutil.copy2(library, root)
+    return root
+
+
+def probe(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    fresh = probe(root)
+    assert (fresh.stdout.split(), fresh.stderr) == (["True", "True"], "")
+
+    stats = root / "mapmesh" / "proxy" / "stats.py"
+    stats.write_text(stats.read_text() + "\n# edited after the build\n")
+    stale = probe(root)
+    # every compiled module goes back to its source, not only the edited one
+    assert stale.stdout.split() == ["False", "False"]
+    assert "scripts/build_native.py" in stale.stderr
+
+
+def test_without_a_build_record_the_sources_run(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    (root / "mapmesh" / native.STAMP.name).unlink()  # an interrupted build: extensions, no record
+    result = probe(root)
+    assert result.stdout.split() == ["False", "False"]
+    assert "do not match their sources" in result.stderr
