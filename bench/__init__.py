@@ -212,6 +212,7 @@ class Processes:
         *,
         cpu: int | None = None,
         quota: CpuQuota | None = None,
+        nice: int = 0,
     ) -> Spawned:
         command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
 
@@ -219,6 +220,8 @@ class Processes:
             _die_with_parent()
             if quota is not None:
                 quota.join()
+            if nice:
+                os.nice(nice)
 
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
@@ -277,9 +280,11 @@ def start_mapmesh(
     *,
     cpu: int | None,
     quota: CpuQuota | None = None,
+    nice: int = 0,
     timeout: float = 30.0,
 ) -> tuple[Spawned, int, int]:
-    """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``.
+    """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``, at
+    scheduling priority ``nice``.
 
     Returns the process, the API port and the DNS port once ``/healthz`` answers.
     """
@@ -293,7 +298,8 @@ def start_mapmesh(
         "--dns-port", str(dns_port),
         "--log-level", "warning",
     ]  # fmt: skip
-    server = processes.spawn("mapmesh", argv, data_dir.parent / "mapmesh.log", cpu=cpu, quota=quota)
+    log = data_dir.parent / "mapmesh.log"
+    server = processes.spawn("mapmesh", argv, log, cpu=cpu, quota=quota, nice=nice)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"http://127.0.0.1:{port}/healthz"):
         server.check_alive()

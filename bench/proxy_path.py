@@ -64,6 +64,7 @@ from mapmesh.proxy.telemetry.spans import (
     span_document,
     spans_of,
 )
+from mapmesh.proxy.telemetry.tracing import Sampler
 from mapmesh.proxy.upstream import UpstreamConnection
 
 REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
@@ -135,7 +136,7 @@ async def mapmesh_round(
     sinks = (spans,) if spans is not None else ()
     edges = EdgeSet(stats)
     telemetry = ListenerTelemetry(
-        "outbound", "outbound", edges, stats, sampling=sampling, sinks=sinks
+        "outbound", "outbound", edges, stats, sampler=Sampler(sampling, None), sinks=sinks
     )
     logger = AccessLogger(None)
     if access_log is not None:
@@ -179,8 +180,6 @@ async def mapmesh_round(
     for _ in range(requests):
         one()
         client.written.clear()
-    stats.fold()  # the bucketing of latencies the process does every second, in the total
-    edges.fold()
     elapsed = time.process_time() - start
     deadlines.close()
     clusters.close()

@@ -10,7 +10,7 @@ would silently not run. The build records the SHA-256 of every compiled source i
 :data:`STAMP`; :func:`guard` (run when :mod:`mapmesh` is imported) compares them and, when
 any differs or the record is missing, sends the import of *every* compiled module to its
 source (compiled modules call each other directly, so a mix would still run old code),
-saying so once on stderr.
+saying so once on stderr. ``MAPMESH_NATIVE=0`` in the environment runs the sources too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +120,11 @@ class _SourcesFirst:
 
 
 def guard() -> None:
-    """Run the sources instead of stale compiled modules (see the module docstring)."""
+    """Run the sources instead of stale compiled modules (see the module docstring), or
+    when ``MAPMESH_NATIVE=0`` asks for the sources (to compare, or for full tracebacks)."""
+    if os.environ.get("MAPMESH_NATIVE") == "0":
+        sys.meta_path.insert(0, _SourcesFirst())
+        return
     if _fresh():
         return
     sys.meta_path.insert(0, _SourcesFirst())

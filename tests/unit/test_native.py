@@ -36,8 +36,8 @@ def copy_of_the_package(tmp_path: Path) -> Path:
     return root
 
 
-def probe(root: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+def probe(root: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", **extra}
     return subprocess.run(
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60
     )
@@ -62,3 +62,9 @@ def test_without_a_build_record_the_sources_run(tmp_path: Path) -> None:
     result = probe(root)
     assert result.stdout.split() == ["False", "False"]
     assert "do not match their sources" in result.stderr
+
+
+def test_the_sources_run_when_asked(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    result = probe(root, MAPMESH_NATIVE="0")
+    assert (result.stdout.split(), result.stderr) == (["False", "False"], "")

@@ -10,7 +10,6 @@ import pytest
 from mapmesh.proxy.protocol.events import RequestHead
 from mapmesh.proxy.protocol.http1_server import Http1ServerCodec
 from mapmesh.proxy.telemetry import spans as spans_module
-from mapmesh.proxy.telemetry import tracing
 from mapmesh.proxy.telemetry.spans import (
     CLIENT,
     SERVER,
@@ -20,6 +19,8 @@ from mapmesh.proxy.telemetry.spans import (
     spans_of,
 )
 from mapmesh.proxy.telemetry.tracing import (
+    NEVER,
+    Sampler,
     Trace,
     parse_amzn_trace_id,
     parse_traceparent,
@@ -27,6 +28,7 @@ from mapmesh.proxy.telemetry.tracing import (
 )
 from mapmesh.telemetry.report import parse_report
 
+ALWAYS = Sampler(1.0, None)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 IDENTITY = Identity("demo", "virtualNode", "frontend", "frontend-1")
@@ -107,7 +109,7 @@ def test_x_amzn_trace_id(value: str, parsed: tuple[str, str | None, bool | None]
 
 
 def test_a_first_hop_at_full_sampling_starts_a_sampled_trace() -> None:
-    request_id, added, trace = trace_fields(head(), 1.0)
+    request_id, added, trace = trace_fields(head(), ALWAYS)
     assert trace is not None and trace.parent_id is None
     trace_id, parent, flags = added_traceparent(added)
     assert (trace_id, parent, flags) == (trace.trace_id.decode(), trace.client_id.decode(), "01")
@@ -116,32 +118,66 @@ def test_a_first_hop_at_full_sampling_starts_a_sampled_trace() -> None:
     assert trace.upstream_head(b"GET / HTTP/1.1\r\n" + added + b"\r\n").count(b"traceparent") == 1
 
 
-def test_at_zero_sampling_no_trace_object_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object) -> None:
-        raise AssertionError("a Trace was made at sampling 0")
-
-    monkeypatch.setattr(tracing, "Trace", refuse)
+def test_at_zero_sampling_nothing_is_traced_and_the_decision_travels() -> None:
     for _ in range(200):
-        request_id, added, trace = trace_fields(head(), 0.0)
+        request_id, added, trace = trace_fields(head(), NEVER)
         assert trace is None
         assert added_traceparent(added)[2] == "00"  # the decision travels on
         assert re.fullmatch(rb"[0-9a-f]{32}", request_id)
 
 
 def test_a_rate_samples_about_that_share() -> None:
-    sampled = sum(trace_fields(head(), 0.25)[2] is not None for _ in range(4000))
+    sampler = Sampler(0.25, None)
+    sampled = sum(trace_fields(head(), sampler)[2] is not None for _ in range(4000))
     assert 800 <= sampled <= 1200
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_rate_limit_caps_the_traces_started_per_second() -> None:
+    clock = FakeClock()
+    sampler = Sampler(1.0, 10.0, clock)
+    assert sum(sampler.sample() for _ in range(100)) == 10  # a second's worth in a burst
+    clock.now += 0.25
+    assert sum(sampler.sample() for _ in range(100)) == 2  # refilled at 10 a second
+    started = 0
+    for _ in range(50):  # 5 s of a busy proxy: 10 a second, never more
+        clock.now += 0.1
+        started += sum(sampler.sample() for _ in range(100))
+    assert started == 50
+    clock.now += 60  # an idle minute refills one second's worth, not sixty
+    assert sum(sampler.sample() for _ in range(100)) == 10
+
+
+def test_the_rate_limit_applies_after_the_share_and_not_to_sampled_contexts() -> None:
+    clock = FakeClock()
+    sampler = Sampler(0.5, 5.0, clock)
+    assert sum(sampler.sample() for _ in range(1000)) == 5
+    incoming = head(f"traceparent: 00-{TRACE}-{PARENT}-01")
+    assert all(trace_fields(incoming, sampler)[2] is not None for _ in range(50))
+
+
+@pytest.mark.parametrize(("rate", "per_second"), [(-0.1, None), (1.5, None), (0.5, 0.0)])
+def test_a_sampler_refuses_bad_settings(rate: float, per_second: float | None) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        Sampler(rate, per_second)
+
+
 def test_the_client_request_id_is_kept() -> None:
-    request_id, added, trace = trace_fields(head("X-Request-Id: r-1"), 1.0)
+    request_id, added, trace = trace_fields(head("X-Request-Id: r-1"), ALWAYS)
     assert request_id == b"r-1"
     assert b"x-request-id" not in added and trace is not None
 
 
 def test_a_sampled_traceparent_is_continued_with_this_hop_as_parent() -> None:
     incoming = f"00-{TRACE}-{PARENT}-01".encode()
-    _, added, trace = trace_fields(head(f"traceparent: {incoming.decode()}"), 0.0)
+    _, added, trace = trace_fields(head(f"traceparent: {incoming.decode()}"), NEVER)
     assert trace is not None  # the first hop decided: honoured whatever our rate
     assert (trace.trace_id, trace.parent_id, trace.present) == (TRACE.encode(), PARENT.encode(),
                                                                 incoming)  # fmt: skip
@@ -156,31 +192,31 @@ def test_a_sampled_traceparent_is_continued_with_this_hop_as_parent() -> None:
 
 
 def test_an_unsampled_traceparent_is_forwarded_as_it_came() -> None:
-    _, added, trace = trace_fields(head(f"traceparent: 00-{TRACE}-{PARENT}-00"), 1.0)
+    _, added, trace = trace_fields(head(f"traceparent: 00-{TRACE}-{PARENT}-00"), ALWAYS)
     assert trace is None and b"traceparent" not in added
 
 
 def test_an_invalid_traceparent_is_replaced_only_by_a_sampled_trace() -> None:
     bad = "00-xyz-b7ad6b7169203331-01"
-    _, added, trace = trace_fields(head(f"traceparent: {bad}"), 1.0)
+    _, added, trace = trace_fields(head(f"traceparent: {bad}"), ALWAYS)
     assert trace is not None and trace.present == bad.encode() and trace.parent_id is None
     rewritten = trace.upstream_head(b"GET / HTTP/1.1\r\ntraceparent: " + bad.encode() + b"\r\n\r\n")
     assert bad.encode() not in rewritten and trace.trace_id in rewritten
-    _, added, trace = trace_fields(head(f"traceparent: {bad}"), 0.0)
+    _, added, trace = trace_fields(head(f"traceparent: {bad}"), NEVER)
     assert trace is None and b"traceparent" not in added
 
 
 def test_x_amzn_trace_id_starts_the_trace_it_names() -> None:
     amzn = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn}"), 0.0)
+    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn}"), NEVER)
     assert trace is not None
     assert trace.trace_id == b"5759e988bd862e3fe1be46a994272793"
     assert trace.parent_id == b"53995c3f42cd8ad8"
     assert added_traceparent(added) == (trace.trace_id.decode(), trace.client_id.decode(), "01")
-    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn[:-1]}0"), 1.0)
+    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn[:-1]}0"), ALWAYS)
     assert trace is None and added_traceparent(added)[::2] == (
         "5759e988bd862e3fe1be46a994272793", "00")  # fmt: skip
-    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn[:-1]}?"), 1.0)
+    _, added, trace = trace_fields(head(f"X-Amzn-Trace-Id: {amzn[:-1]}?"), ALWAYS)
     assert trace is not None  # "?": ours to decide
 
 

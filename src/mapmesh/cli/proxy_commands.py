@@ -56,6 +56,12 @@ def _sampling(value: float) -> float:
     return value
 
 
+def _rate_limit(value: float) -> float:
+    if value < 0:
+        raise typer.BadParameter(f"must be 0 (no limit) or more, got {value:g}")
+    return value
+
+
 def _otlp_endpoint(value: str | None) -> str | None:
     if value is not None and not value.startswith("http://"):
         raise typer.BadParameter(f"must be an http:// URL (OTLP/HTTP, JSON), got {value!r}")
@@ -68,6 +74,14 @@ TraceSampling = Annotated[
         "--trace-sampling", metavar="RATE", callback=_sampling,
         help="Share of requests arriving without a sampling decision that start a trace "
         "(0 to 1); requests with a sampled traceparent are always traced.",
+    ),
+]  # fmt: skip
+TraceRateLimit = Annotated[
+    float,
+    typer.Option(
+        "--trace-rate-limit", metavar="PER_SECOND", callback=_rate_limit,
+        help="Traces this proxy starts per second at most, whatever its request rate "
+        "(0: no limit); requests with a sampled traceparent are always traced.",
     ),
 ]  # fmt: skip
 OtlpEndpoint = Annotated[
@@ -153,6 +167,7 @@ def proxy(
     state_dir: StateDir = None,
     access_log: AccessLog = None,
     trace_sampling: TraceSampling = 0.05,  # telemetry.runtime.DEFAULT_SAMPLING
+    trace_rate_limit: TraceRateLimit = 50.0,  # telemetry.tracing.DEFAULT_RATE_LIMIT
     otlp_endpoint: OtlpEndpoint = None,
     report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",
@@ -169,7 +184,8 @@ def proxy(
         attributes=_attribute(attribute), state_dir=state_dir, access_log=access_log,
         drain_timeout=drain_timeout, register=not no_register, connect_timeout=connect_timeout,
         backend_ports=_backend_ports(backend_port, taken), trace_sampling=trace_sampling,
-        otlp_endpoint=otlp_endpoint, report_interval=report_interval,
+        trace_rate_limit=trace_rate_limit or None, otlp_endpoint=otlp_endpoint,
+        report_interval=report_interval,
     ), log_level)  # fmt: skip
 
 
@@ -188,6 +204,7 @@ def gateway(
     state_dir: StateDir = None,
     access_log: AccessLog = None,
     trace_sampling: TraceSampling = 0.05,  # telemetry.runtime.DEFAULT_SAMPLING
+    trace_rate_limit: TraceRateLimit = 50.0,  # telemetry.tracing.DEFAULT_RATE_LIMIT
     otlp_endpoint: OtlpEndpoint = None,
     report_interval: ReportInterval = 2.0,
     log_level: LogLevel = "info",
@@ -199,8 +216,8 @@ def gateway(
         control_plane=control_plane, mesh=mesh, kind="virtualGateway", name=virtual_gateway,
         gateway_port=port, admin_port=admin_port, state_dir=state_dir, access_log=access_log,
         drain_timeout=drain_timeout, connect_timeout=connect_timeout,
-        trace_sampling=trace_sampling, otlp_endpoint=otlp_endpoint,
-        report_interval=report_interval,
+        trace_sampling=trace_sampling, trace_rate_limit=trace_rate_limit or None,
+        otlp_endpoint=otlp_endpoint, report_interval=report_interval,
     ), log_level)  # fmt: skip
 
 

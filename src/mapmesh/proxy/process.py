@@ -41,6 +41,7 @@ from mapmesh.proxy.router import Router
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.telemetry.runtime import DEFAULT_SAMPLING, ProxyTelemetry, TelemetryOptions
 from mapmesh.proxy.telemetry.spans import Identity
+from mapmesh.proxy.telemetry.tracing import DEFAULT_RATE_LIMIT
 from mapmesh.proxy.tls import TlsListeners
 
 __all__ = ["ProxyOptions", "ProxyProcess"]
@@ -75,6 +76,7 @@ class ProxyOptions:
     backend_ports: dict[str, int] = field(default_factory=dict)
     # Share of requests without a sampling decision that start a trace (0..1).
     trace_sampling: float = DEFAULT_SAMPLING
+    trace_rate_limit: float | None = DEFAULT_RATE_LIMIT  # traces started per second; None: any
     otlp_endpoint: str | None = None  # http://collector:4318: spans as OTLP/HTTP JSON
     report_interval: float = 2.0  # seconds between telemetry reports to the control plane
 
@@ -105,6 +107,7 @@ class ProxyProcess:
             TelemetryOptions(
                 control_plane=options.control_plane,
                 sampling=options.trace_sampling,
+                rate_limit=options.trace_rate_limit,
                 otlp_endpoint=options.otlp_endpoint,
                 report_interval=options.report_interval,
             ),

@@ -6,8 +6,8 @@ labels for the cluster or listener. A metric is declared once, in :data:`METRICS
 help text; the hot path holds :class:`Counter` and :class:`Histogram` cells it looked up once
 (per connection, cluster or listener) and adds to them — no dict lookup, tuple or object per
 request. Latency histograms share one set of bucket bounds, :data:`LATENCY_BOUNDS_MS` (the
-same bounds the proxy reports to the control plane), kept in seconds; observing one appends
-the duration, and durations are bucketed in batches (:class:`Histogram`). They are rendered
+same bounds the proxy reports to the control plane), kept in seconds; observing one buckets the
+duration at once (:class:`Histogram`). They are rendered
 in milliseconds, Envoy's unit.
 
 Some series are not kept as cells but summed when ``/stats`` is read (a *collector*): a
@@ -17,12 +17,9 @@ listener's ``downstream_rq_xx`` and ``downstream_rq_time`` are the sums of its t
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_left
-from collections import Counter as TallyCounter
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from itertools import repeat
 
 from mapmesh.proxy.telemetry.events import EventLog
 
@@ -132,40 +129,25 @@ class Counter:
 
 class Histogram:
     """Latency counts by :data:`LATENCY_BOUNDS_MS` bucket (not cumulative) and their sum, in
-    seconds. The hot path calls ``histogram.observe(seconds)``, which is the C ``append`` of
-    an array of pending durations: bucketing them one by one in Python cost more than the
-    rest of a response's bookkeeping. :meth:`fold` buckets what is pending in one pass of C
-    iterators; readers fold first, and the process folds ten times a second, which bounds the
-    array (8 bytes per request in that tenth of a second) and keeps each fold short."""
+    seconds. ``observe`` buckets at once (a binary search of the bounds, compiled): there is
+    nothing pending to fold later, so no periodic pass stalls the requests in flight."""
 
-    __slots__ = ("_pending", "counts", "observe", "sum")
+    __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BOUNDS_S) + 1)
         self.sum = 0.0
-        self._pending = array("d")
-        self.observe: Callable[[float], None] = self._pending.append
 
-    def fold(self) -> None:
-        """Move the pending durations into ``counts`` and ``sum``."""
-        pending = self._pending
-        if not pending:
-            return
-        counts = self.counts
-        for bucket, number in TallyCounter(map(bisect_left, repeat(BOUNDS_S), pending)).items():
-            counts[bucket] += number
-        self.sum += sum(pending)
-        del pending[:]
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BOUNDS_S, seconds)] += 1
+        self.sum += seconds
 
     @property
     def count(self) -> int:
-        self.fold()
         return sum(self.counts)
 
     def add(self, other: Histogram) -> None:
         """Sum ``other`` into this one (collectors build totals this way)."""
-        self.fold()
-        other.fold()
         counts = self.counts
         for index, value in enumerate(other.counts):
             counts[index] += value
@@ -267,11 +249,6 @@ class Stats:
             cell = self.histograms[key] = Histogram()
         return cell
 
-    def fold(self) -> None:
-        """Bucket every histogram's pending durations (see :class:`Histogram`)."""
-        for histogram in self.histograms.values():
-            histogram.fold()
-
     def collect(self, collector: Collector) -> None:
         """Add series that ``collector`` computes at render time."""
         self._collectors.append(collector)
@@ -318,7 +295,6 @@ class Stats:
 
 def _histogram_lines(full: str, labels: Labels, histogram: Histogram) -> list[str]:
     """``_bucket`` (cumulative, ``le`` in ms), ``_sum`` (ms) and ``_count`` lines."""
-    histogram.fold()
     lines = []
     total = 0
     for bound, count in zip((*LATENCY_BOUNDS_MS, "+Inf"), histogram.counts, strict=True):

@@ -61,8 +61,9 @@ _MAX_START_POLL = 0.25
 
 
 # A mesh run on one machine traces every request (the dashboard's trace view is much of the
-# point of running it here); a production sidecar's default samples a few percent.
-LOCAL_TRACE_SAMPLING = "1"
+# point of running it here); a production sidecar's default samples a few percent, at most 50
+# traces a second.
+LOCAL_TRACING = ("--trace-sampling", "1", "--trace-rate-limit", "0")
 
 
 class ReplicaState(StrEnum):
@@ -297,7 +298,7 @@ class Replica:
             "--attribute", f"replica={self.number}",
             "--state-dir", str(ctx.proxies / self.instance_id),
             "--drain-timeout", f"{ctx.drain_timeout:g}", "--log-level", ctx.log_level,
-            "--trace-sampling", LOCAL_TRACE_SAMPLING,
+            *LOCAL_TRACING,
         ]  # fmt: skip
         if ctx.access_log:
             argv += ["--access-log", "-"]

@@ -52,7 +52,7 @@ from mapmesh.runner.launch import LaunchSpec, launch_specs, nodes_named
 from mapmesh.runner.meshsync import MeshSync
 from mapmesh.runner.ports import PortAllocator
 from mapmesh.runner.processes import Child
-from mapmesh.runner.replica import LOCAL_TRACE_SAMPLING, Replica, ReplicaState, RunnerContext
+from mapmesh.runner.replica import LOCAL_TRACING, Replica, ReplicaState, RunnerContext
 from mapmesh.runner.rollout import Abort, Start, Stop, next_step
 from mapmesh.runner.state import RunnerState, remove_state, write_state
 
@@ -365,7 +365,7 @@ class Supervisor:
             "--virtual-gateway", derive.GATEWAY_NAME, "--port", str(port),
             "--admin-port", str(admin), "--state-dir", str(self.ctx.proxies / _GATEWAY_PREFIX),
             "--drain-timeout", f"{self.options.drain_timeout:g}",
-            "--log-level", self.options.log_level, "--trace-sampling", LOCAL_TRACE_SAMPLING,
+            "--log-level", self.options.log_level, *LOCAL_TRACING,
         ]  # fmt: skip
         if self.options.access_log:
             argv += ["--access-log", "-"]

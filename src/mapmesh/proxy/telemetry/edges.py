@@ -49,7 +49,6 @@ class Edge:
         self.latency = Histogram()
 
     def mark(self) -> Mark:
-        self.latency.fold()
         return tuple(self.status), dict(self.flags), tuple(self.latency.counts)
 
 
@@ -76,11 +75,6 @@ class EdgeSet:
                     return edge
             edge = self._edges[key] = Edge(listener, direction, key[1], key[2])
         return edge
-
-    def fold(self) -> None:
-        """Bucket the pending durations of every edge (see :class:`Histogram`)."""
-        for edge in self._edges.values():
-            edge.latency.fold()
 
     def __iter__(self) -> Iterator[Edge]:
         return iter(list(self._edges.values()))

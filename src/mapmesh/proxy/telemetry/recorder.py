@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from mapmesh.proxy.stats import Counter, FlagCounter, Stats
 from mapmesh.proxy.telemetry.edges import Edge, EdgeSet
 from mapmesh.proxy.telemetry.spans import SpanBuffer
-from mapmesh.proxy.telemetry.tracing import Trace
+from mapmesh.proxy.telemetry.tracing import NEVER, Sampler, Trace
 
 if TYPE_CHECKING:
     from mapmesh.proxy.cluster import ClusterRuntime
@@ -43,7 +43,7 @@ class ListenerTelemetry:
 
     ``destination``: a fixed destination for every request of the listener (the node's own
     name on the inbound listener, the virtual service of a backend port); else the router's.
-    ``sampling``: the rate at which requests without a sampling decision start a trace.
+    ``sampler``: which requests without a sampling decision start a trace (the proxy's one).
     """
 
     def __init__(
@@ -53,16 +53,14 @@ class ListenerTelemetry:
         edges: EdgeSet,
         stats: Stats,
         *,
-        sampling: float = 0.0,
+        sampler: Sampler = NEVER,
         sinks: tuple[SpanBuffer, ...] = (),
         destination: str | None = None,
     ) -> None:
-        if not 0.0 <= sampling <= 1.0:
-            raise ValueError(f"trace sampling: must be from 0 to 1, got {sampling}")
         self.name = name
         self.direction = direction_of(kind)
         self.destination = destination
-        self.sampling = sampling
+        self.sampler = sampler
         self._edges = edges
         self._sinks = sinks
         self._flags: FlagCounter = stats.by_flag("downstream_rq_flags", (("listener", name),))

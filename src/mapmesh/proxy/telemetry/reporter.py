@@ -56,7 +56,7 @@ REPORT_INTERVAL = 2.0
 MAX_EDGES_PER_REPORT = 500
 MAX_EVENTS_PER_REPORT = 200
 MAX_SPANS_PER_REPORT = 1000
-REQUESTS_PER_SLICE = 25  # traced requests encoded between two yields to the event loop
+REQUESTS_PER_SLICE = 8  # traced requests encoded between two yields to the event loop
 _MAX_TEXT = 1024
 
 

@@ -22,6 +22,7 @@ from mapmesh.proxy.telemetry.otlp import OtlpExporter
 from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
 from mapmesh.proxy.telemetry.reporter import REPORT_INTERVAL, Reporter
 from mapmesh.proxy.telemetry.spans import Identity, SpanBuffer
+from mapmesh.proxy.telemetry.tracing import DEFAULT_RATE_LIMIT, Sampler
 
 __all__ = [
     "DEFAULT_SAMPLING",
@@ -34,7 +35,6 @@ __all__ = [
 DEFAULT_SAMPLING = 0.05  # a few percent: full tracing costs CPU and p99 (docs/proxy.md)
 REPORT_BUFFER = 500  # traced requests per report interval (about the control plane's cap)
 OTLP_BUFFER = 8192  # traced requests waiting for the collector
-FOLD_INTERVAL = 0.1  # seconds between bucketing pending latencies: short folds, no stall
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class TelemetryOptions:
 
     control_plane: str | None = None
     sampling: float = DEFAULT_SAMPLING
+    rate_limit: float | None = DEFAULT_RATE_LIMIT  # traces started per second at most
     otlp_endpoint: str | None = None
     report_interval: float = REPORT_INTERVAL
 
@@ -55,8 +56,7 @@ class ProxyTelemetry:
         options: TelemetryOptions,
         config_version: Callable[[], int | None],
     ) -> None:
-        if not 0.0 <= options.sampling <= 1.0:
-            raise ValueError(f"trace sampling: must be from 0 to 1, got {options.sampling}")
+        self.sampler = Sampler(options.sampling, options.rate_limit)
         self.stats = stats
         self.identity = identity
         self.options = options
@@ -82,23 +82,15 @@ class ProxyTelemetry:
         """The telemetry of listener ``name`` (kind outbound, inbound or gateway)."""
         return ListenerTelemetry(
             name, kind, self.edges, self.stats,
-            sampling=self.options.sampling, sinks=self.sinks, destination=destination,
+            sampler=self.sampler, sinks=self.sinks, destination=destination,
         )  # fmt: skip
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._fold()))
         if self.reporter is not None:
             self._tasks.append(loop.create_task(self.reporter.run()))
         if self.otlp is not None:
             self._tasks.append(loop.create_task(self.otlp.run()))
-
-    async def _fold(self) -> None:
-        """Bucket pending durations every second: bounds what waits (see ``Histogram``)."""
-        while True:
-            await asyncio.sleep(FOLD_INTERVAL)
-            self.stats.fold()
-            self.edges.fold()
 
     async def stop(self, *, flush: bool = True, timeout: float = 2.0) -> None:
         """Stop the periodic tasks; with ``flush``, send what is left, each within

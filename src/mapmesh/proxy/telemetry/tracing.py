@@ -11,7 +11,10 @@ decision to us) — and answers three things: the request id (the client's ``x-r
 a new one), the field lines to add upstream, and a :class:`Trace` when the request is sampled
 (else None: an unsampled request makes no trace object at all).
 
-Without a usable context the proxy starts a trace and decides with its sampling rate; the
+Without a usable context the proxy starts a trace and decides with its :class:`Sampler`: a
+share of such requests (``--trace-sampling``), at most so many a second across the proxy
+(``--trace-rate-limit``), so that a busy proxy's traces — and the work of exporting them — stay
+bounded whatever its request rate (X-Ray's and Jaeger's samplers cap the same way). The
 decision travels as the ``traceparent`` flag, so every later hop honours it whatever its own
 rate. A sampled request has a *server* span (this hop, from the request head to the end of the
 response) and one *client* span per upstream attempt, whose id is the parent id in the
@@ -33,11 +36,16 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
+from collections.abc import Callable
 
 from mapmesh.proxy.protocol.events import RequestHead
 
 __all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "NEVER",
     "Attempt",
+    "Sampler",
     "Trace",
     "new_span_id",
     "parse_amzn_trace_id",
@@ -126,16 +134,61 @@ class Trace:
             self.attempts.append(attempt)
 
 
-def _sampled(rate: float) -> bool:
-    return rate >= 1.0 or (rate > 0.0 and _random() < rate)  # rate is 0..1
+DEFAULT_RATE_LIMIT = 50.0
+"""Traces a proxy starts per second at most, by default."""
 
 
-def trace_fields(head: RequestHead, rate: float) -> tuple[bytes, bytes, Trace | None]:
+class Sampler:
+    """Decides for requests that arrive without a sampling decision: ``rate`` (0..1) of them
+    start a trace, but no more than ``per_second`` a second (None: no cap), with bursts of up
+    to one second's worth. One per proxy, shared by its listeners."""
+
+    __slots__ = ("_clock", "_last", "_tokens", "per_second", "rate")
+
+    def __init__(
+        self,
+        rate: float,
+        per_second: float | None = DEFAULT_RATE_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"trace sampling: must be from 0 to 1, got {rate}")
+        if per_second is not None and per_second <= 0:
+            raise ValueError(f"trace rate limit: must be above 0, got {per_second}")
+        self.rate = rate
+        self.per_second = per_second
+        self._clock = clock
+        self._tokens = per_second or 0.0
+        self._last = clock()
+
+    def sample(self) -> bool:
+        """Whether the next such request starts a sampled trace."""
+        rate = self.rate
+        if rate <= 0.0 or (rate < 1.0 and _random() >= rate):
+            return False
+        per_second = self.per_second
+        if per_second is None:
+            return True
+        now = self._clock()
+        tokens = min(per_second, self._tokens + (now - self._last) * per_second)
+        self._last = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
+NEVER = Sampler(0.0)
+"""A sampler that starts no trace (contexts that arrive sampled are still followed)."""
+
+
+def trace_fields(head: RequestHead, sampler: Sampler) -> tuple[bytes, bytes, Trace | None]:
     """(request id, field lines to add upstream, the trace when sampled) for ``head``;
-    ``rate`` (0..1) decides for requests that arrive without a sampling decision."""
+    ``sampler`` decides for requests that arrive without a sampling decision."""
     request_id = head.request_id
     if head.traceparent is None and head.amzn_trace_id is None:  # a first hop
-        if rate and (rate >= 1.0 or _random() < rate):
+        if sampler.sample():
             ids = _random_bytes(48).hex().encode()  # one draw: request, trace, 2 spans
             trace_id = ids[32:64]
             client = ids[64:80]
@@ -161,11 +214,11 @@ def trace_fields(head: RequestHead, rate: float) -> tuple[bytes, bytes, Trace | 
         else:
             added = b"traceparent: 00-%s-%s-00\r\n" % (ids[32:64], ids[64:])
         return request_id, added, None
-    return _continued(head, request_id, rate)
+    return _continued(head, request_id, sampler)
 
 
 def _continued(
-    head: RequestHead, request_id: bytes | None, rate: float
+    head: RequestHead, request_id: bytes | None, sampler: Sampler
 ) -> tuple[bytes, bytes, Trace | None]:
     """A request that carries a trace context (or a broken one)."""
     added = b""
@@ -180,13 +233,13 @@ def _continued(
                 return request_id, added, None  # honoured: forwarded as it came
             trace = Trace(parsed[0], new_span_id(), parsed[1], new_span_id(), traceparent)
             return request_id, added, trace
-        if not _sampled(rate):
+        if not sampler.sample():
             return request_id, added, None
         trace_id = b"%032x" % _bits(128)
         return request_id, added, Trace(trace_id, new_span_id(), None, new_span_id(), traceparent)
     amzn = parse_amzn_trace_id(head.amzn_trace_id or b"")
     trace_id, parent, decided = amzn if amzn is not None else (b"%032x" % _bits(128), None, None)
-    sampled = _sampled(rate) if decided is None else decided
+    sampled = sampler.sample() if decided is None else decided
     client = new_span_id()
     if not sampled:
         return request_id, added + b"traceparent: 00-%s-%s-00\r\n" % (trace_id, client), None
