@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -391,3 +393,38 @@ def test_the_last_report_is_sent_at_shutdown(
         answer = httpx.get(f"{server.url}/v1/traces/{trace_id}")
         assert answer.status_code == 200, answer.text
         assert {span["node"] for span in answer.json()["spans"]} == {"frontend"}
+
+
+def test_the_rate_limit_caps_the_traces_a_busy_proxy_starts(
+    server: ServerProcess, sd: Any, unique: str, tmp_path: Path
+) -> None:
+    """--trace-rate-limit 3 with every request sampled: a burst of 40 requests starts about
+    three traces a second (one second's worth at once, then the refill), and the rest go
+    upstream unsampled (flag 00)."""
+    with worker_mesh(server.url, sd, unique, tmp_path, weights=(100, 0), start_proxy=False) as mesh:
+        mesh.proxy.extra = (*TRACE_ALL, "--trace-rate-limit", "3")
+        mesh.proxy.launch()
+        with mesh.client() as client:
+            wait_for(lambda: client.get(f"http://{mesh.service}/").status_code == 200)
+            time.sleep(1.1)  # the bucket refills to one second's worth
+            before = value(scrape(mesh.proxy), "mapmesh_tracing_requests_sampled",
+                           listener="outbound")  # fmt: skip
+            started = time.monotonic()
+            flags = [client.get(f"http://{mesh.service}/burst/{n}").json()["traceparent"][-2:]
+                     for n in range(40)]  # fmt: skip
+            elapsed = time.monotonic() - started
+        sampled = value(scrape(mesh.proxy), "mapmesh_tracing_requests_sampled",
+                        listener="outbound") - before  # fmt: skip
+        assert flags.count("01") == sampled
+        assert 3 <= sampled <= 3 + 3 * elapsed + 1, (sampled, elapsed)
+
+
+def test_a_negative_rate_limit_is_refused_with_the_reason() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mapmesh", "proxy", "--control-plane", "http://127.0.0.1:9",
+         "--mesh", "m", "--virtual-node", "n", "--app-port", "8080",
+         "--trace-rate-limit", "-1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--trace-rate-limit" in result.stderr and "must be 0" in result.stderr
