@@ -244,7 +244,7 @@ def check_closed(snapshot: Snapshot) -> None:
         keys = [(e.address, e.port, e.instance_id or "") for e in cluster.endpoints]
         assert keys == sorted(keys)
     for model in (snapshot, *snapshot.clusters, *snapshot.listeners):
-        assert set(model.defaulted) <= set(type(model).model_fields), model.defaulted
+        assert set(model.defaulted) <= set(model.field_names()), model.defaulted
 
 
 @SETTINGS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -151,7 +152,7 @@ def test_the_snapshots_log_wins_and_is_reopened_only_when_its_path_changes(
     configured = snapshot.AccessLog(path=str(mesh), format="text", text="%RESPONSE_CODE%")
     logger.commit(logger.prepare(configured))
     logger.record(exchange(), END)
-    same = logger.prepare(configured.model_copy(update={"text": "again %RESPONSE_CODE%"}))
+    same = logger.prepare(replace(configured, text="again %RESPONSE_CODE%"))
     logger.commit(same)
     logger.record(exchange(), END)
     logger.commit(logger.prepare(None))  # the snapshot dropped its log: back to the flag

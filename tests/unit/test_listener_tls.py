@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import replace
 
 import pytest
 
 from mapmesh.model import snapshot
+from mapmesh.model.plain import decode
 from mapmesh.proxy.tls import ListenerServer, ListenerTlsError, ServerTls, TlsListeners
 from tests.integration.test_gateway_tls import Pki, make_pki
 from tests.unit.test_compiler import compile_node
@@ -21,15 +23,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def tls(pki: Pki, mode: str = "STRICT", **certificate: str) -> snapshot.ListenerTls:
     files = {"certificate_chain": str(pki.server_cert), "private_key": str(pki.server_key)}
-    return snapshot.ListenerTls.model_validate(
-        {"mode": mode, "certificate": {"source": "file", **files, **certificate}}
+    return decode(
+        snapshot.ListenerTls,
+        {"mode": mode, "certificate": {"source": "file", **files, **certificate}},
     )
 
 
 def gateway(listener_tls: snapshot.ListenerTls | None) -> snapshot.Snapshot:
     snap = compile_node("ingress", kind="virtualGateway").snapshot
-    listener = snap.listeners[0].model_copy(update={"tls": listener_tls})
-    return snap.model_copy(update={"listeners": (listener,)})
+    listener = replace(snap.listeners[0], tls=listener_tls)
+    return replace(snap, listeners=(listener,))
 
 
 def test_a_plan_per_mode_and_contexts_reused_while_nothing_changed(pki: Pki) -> None:
@@ -65,18 +68,15 @@ def test_certificates_that_cannot_be_served_refuse_the_snapshot(
 
 
 def test_validation_needs_a_trust_file_and_no_names(pki: Pki) -> None:
-    with_names = tls(pki).model_copy(
-        update={
-            "validation": snapshot.TlsValidation(
-                trust="file", certificate_chain=str(pki.ca), subject_alternative_names=("a",)
-            )
-        }
+    with_names = replace(
+        tls(pki),
+        validation=snapshot.TlsValidation(
+            trust="file", certificate_chain=str(pki.ca), subject_alternative_names=("a",)
+        ),
     )
     with pytest.raises(ListenerTlsError, match="subjectAlternativeNames"):
         TlsListeners().prepare(gateway(with_names))
-    sds = tls(pki).model_copy(
-        update={"validation": snapshot.TlsValidation(trust="sds", secret_name="ca")}
-    )
+    sds = replace(tls(pki), validation=snapshot.TlsValidation(trust="sds", secret_name="ca"))
     with pytest.raises(ListenerTlsError, match="sds trust is not supported"):
         TlsListeners().prepare(gateway(sds))
 

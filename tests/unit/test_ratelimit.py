@@ -3,6 +3,7 @@ configures them, from the stored resource to the snapshot and ``mapmesh explain`
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -115,10 +116,10 @@ def gateway_snapshot(api_limit: snapshot.RateLimit | None) -> snapshot.Snapshot:
     base = compile_node("ingress", kind="virtualGateway").snapshot
     route = base.gateway_routes[0]
     routes = (
-        route.model_copy(update={"rate_limit": api_limit}),
-        route.model_copy(update={"name": "other"}),
+        dataclasses.replace(route, rate_limit=api_limit),
+        dataclasses.replace(route, name="other"),
     )
-    return base.model_copy(update={"gateway_routes": routes})
+    return dataclasses.replace(base, gateway_routes=routes)
 
 
 def test_buckets_survive_a_snapshot_swap_while_their_limit_is_unchanged() -> None:
@@ -134,7 +135,7 @@ def test_buckets_survive_a_snapshot_swap_while_their_limit_is_unchanged() -> Non
     assert route_limiter.check() is not None  # empty
 
     # An unrelated change (the egress filter): same limiter, still empty.
-    changed = snap.model_copy(update={"egress_filter": "ALLOW_ALL"})
+    changed = dataclasses.replace(snap, egress_filter="ALLOW_ALL")
     second = build(changed, 2, clusters, limits)
     assert second.gateway_limits[0] is route_limiter
     assert route_limiter.check() is not None
@@ -149,8 +150,8 @@ def test_buckets_survive_a_snapshot_swap_while_their_limit_is_unchanged() -> Non
 def test_the_inbound_limit_is_the_first_listeners() -> None:
     stats, clock = Stats(), FakeClock()
     base = compile_node("worker-v1").snapshot
-    listener = base.listeners[0].model_copy(update={"rate_limit": limit(1)})
-    snap = base.model_copy(update={"listeners": (listener,)})
+    listener = dataclasses.replace(base.listeners[0], rate_limit=limit(1))
+    snap = dataclasses.replace(base, listeners=(listener,))
     gateway, inbound = RateLimiterSet(stats, clock).reconcile(snap)
     assert gateway == ()
     assert isinstance(inbound, RateLimiter)
@@ -236,9 +237,7 @@ def test_the_compiler_puts_rate_limits_on_gateway_routes_and_node_listeners() ->
     sidecar = compile_node("worker-v1", resources=resources)
     listener = sidecar.snapshot.listeners[0]
     assert listener.rate_limit == snapshot.RateLimit(requests=6, per_ms=60_000, burst=2)
-    assert [w.code for w in sidecar.warnings if "9999" in w.message] == [
-        WarningCode.PORT_NOT_FOUND
-    ]
+    assert [w.code for w in sidecar.warnings if "9999" in w.message] == [WarningCode.PORT_NOT_FOUND]
     assert "rate limit: requests 6, per 1 min, burst 2 (all configured)" in render_text(
         explain(sidecar.snapshot)
     )

@@ -20,7 +20,8 @@ Rules that make snapshots cheap to compare, cache and ship:
   from ``docs/defaults.md`` rather than from configuration — ``mapmesh explain`` shows them
   as ``default``. The proxy ignores ``defaulted``.
 
-This module imports only the standard library and pydantic (proxies import it).
+This module imports only the standard library (proxies import it: pydantic would cost each
+sidecar about 14 MB); :mod:`mapmesh.model.plain` checks decoded values against the hints.
 ``docs/snapshot.md`` describes the format field by field.
 """
 
@@ -30,7 +31,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from mapmesh.model.plain import Record, RecordError, omit_none, record, to_json
+from mapmesh.model.plain import decode as decode_record
 
 __all__ = [
     "FORMAT_VERSION",
@@ -83,12 +85,13 @@ IpPreference = Literal["IPv6_PREFERRED", "IPv4_PREFERRED", "IPv4_ONLY", "IPv6_ON
 Source = Literal["default", "configured"]
 
 
-class SnapshotModel(BaseModel):
+class SnapshotModel(Record):
     """Base of every snapshot model: frozen, hashable, unknown fields rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    __slots__ = ()
 
 
+@record
 class Resolved(SnapshotModel):
     """A model some of whose fields may come from defaults rather than configuration."""
 
@@ -101,6 +104,7 @@ class Resolved(SnapshotModel):
 # -- policies shared by listeners and clusters -------------------------------------------
 
 
+@record
 class Timeouts(Resolved):
     """``request_ms`` bounds a whole request (None for tcp); ``idle_ms`` an idle connection
     or stream. ``0`` disables either."""
@@ -109,6 +113,7 @@ class Timeouts(Resolved):
     idle_ms: int
 
 
+@record
 class ConnectionPool(Resolved):
     """Circuit-breaker limits: connections, requests waiting for one, requests in flight."""
 
@@ -117,6 +122,7 @@ class ConnectionPool(Resolved):
     max_requests: int
 
 
+@record
 class OutlierDetection(SnapshotModel):
     """Eject an endpoint after ``max_server_errors`` consecutive 5xx (as Envoy's
     consecutive_5xx: at once when the count is reached; ``interval_ms`` paces the decay of
@@ -129,6 +135,7 @@ class OutlierDetection(SnapshotModel):
     max_ejection_percent: int
 
 
+@record
 class HealthCheck(Resolved):
     """Active health check of an endpoint (or, on an inbound listener, the local app)."""
 
@@ -141,6 +148,7 @@ class HealthCheck(Resolved):
     unhealthy_threshold: int
 
 
+@record
 class TlsCertificate(SnapshotModel):
     """Where a certificate comes from: files, an SDS secret, or an ACM ARN (by reference)."""
 
@@ -151,6 +159,7 @@ class TlsCertificate(SnapshotModel):
     certificate_arn: str | None = None
 
 
+@record
 class TlsValidation(SnapshotModel):
     """How to validate the peer's certificate, and which subject alternative names to accept
     (empty: any)."""
@@ -162,12 +171,14 @@ class TlsValidation(SnapshotModel):
     subject_alternative_names: tuple[str, ...] = ()
 
 
+@record
 class ListenerTls(SnapshotModel):
     mode: Literal["STRICT", "PERMISSIVE", "DISABLED"]
     certificate: TlsCertificate
     validation: TlsValidation | None = None
 
 
+@record
 class ClientTls(Resolved):
     """TLS towards a backend. ``ports`` empty means every port; ``enforce`` False means TLS
     is offered but plain text is accepted."""
@@ -178,6 +189,7 @@ class ClientTls(Resolved):
     validation: TlsValidation
 
 
+@record
 class RateLimit(Resolved):
     """A token bucket (a mapmesh extension, not App Mesh's): ``burst`` tokens at most, refilled
     continuously at ``requests`` per ``per_ms``; each request takes one or is answered 429.
@@ -188,10 +200,7 @@ class RateLimit(Resolved):
     burst: int
 
 
-def _is_none(value: object) -> bool:
-    return value is None
-
-
+@record
 class AccessLog(Resolved):
     """``format`` default is mapmesh's own text line; ``text`` a pattern; ``json`` the
     ``json_fields`` (key, pattern) pairs in configured order."""
@@ -202,6 +211,7 @@ class AccessLog(Resolved):
     json_fields: tuple[tuple[str, str], ...] = ()
 
 
+@record
 class Listener(Resolved):
     """An inbound listener: a sidecar's (fronting the local app) or a gateway's."""
 
@@ -213,12 +223,13 @@ class Listener(Resolved):
     health_check: HealthCheck | None
     tls: ListenerTls | None
     # Left out of the encoding when None, so snapshots without one keep their bytes.
-    rate_limit: RateLimit | None = Field(default=None, exclude_if=_is_none)
+    rate_limit: RateLimit | None = omit_none()
 
 
 # -- matching ------------------------------------------------------------------------------
 
 
+@record
 class PathMatch(SnapshotModel):
     """``prefix`` matches the path's beginning, ``exact`` the whole path (without the query),
     ``regex`` the whole path (Python ``re.fullmatch``)."""
@@ -227,6 +238,7 @@ class PathMatch(SnapshotModel):
     value: str
 
 
+@record
 class HeaderMatch(SnapshotModel):
     """One header condition. ``name`` is lower case. ``range`` accepts integers in
     [range_start, range_end); ``present`` only needs the header; ``invert`` negates."""
@@ -239,6 +251,7 @@ class HeaderMatch(SnapshotModel):
     invert: bool = False
 
 
+@record
 class QueryMatch(SnapshotModel):
     """A query parameter equal to ``exact``, or merely present when ``exact`` is None."""
 
@@ -246,6 +259,7 @@ class QueryMatch(SnapshotModel):
     exact: str | None = None
 
 
+@record
 class HostnameMatch(SnapshotModel):
     """The request's host (lower case, without port) equals or ends with ``value``."""
 
@@ -253,6 +267,7 @@ class HostnameMatch(SnapshotModel):
     value: str
 
 
+@record
 class RouteMatch(SnapshotModel):
     """Every condition set must hold. gRPC service/method names arrive here as paths
     (``/pkg.Service/Method``) and gRPC metadata as headers."""
@@ -269,6 +284,7 @@ class RouteMatch(SnapshotModel):
 # -- routes --------------------------------------------------------------------------------
 
 
+@record
 class WeightedCluster(Resolved):
     """A share of a route's traffic: ``weight`` out of the route's total weight. ``port`` is
     the target node's listener port (defaulted to its first listener when not configured)."""
@@ -278,6 +294,7 @@ class WeightedCluster(Resolved):
     port: int | None
 
 
+@record
 class RetryPolicy(Resolved):
     """Retry at most ``max_retries`` times, each attempt bounded by ``per_try_timeout_ms``,
     when an attempt ends in one of the events. HTTP events: ``server-error`` (5xx),
@@ -291,6 +308,7 @@ class RetryPolicy(Resolved):
     grpc_events: tuple[str, ...]
 
 
+@record
 class Route(Resolved):
     """One entry of a route table; ``retry`` is None for tcp routes."""
 
@@ -303,6 +321,7 @@ class Route(Resolved):
     timeout: Timeouts
 
 
+@record
 class Provider(SnapshotModel):
     """What serves a virtual service: a router's routes, one node, or nothing (missing)."""
 
@@ -310,6 +329,7 @@ class Provider(SnapshotModel):
     name: str | None = None
 
 
+@record
 class RouteTable(SnapshotModel):
     """The routes of one virtual service, reached by its name as host (``worker.corp``).
 
@@ -325,6 +345,7 @@ class RouteTable(SnapshotModel):
     client_policy_from: Literal["backend", "backendDefaults", "none"]
 
 
+@record
 class Rewrite(Resolved):
     """What a gateway route changes before handing the request to the route table.
 
@@ -338,6 +359,7 @@ class Rewrite(Resolved):
     path: str | None
 
 
+@record
 class GatewayRoute(Resolved):
     """A gateway's route: match, rewrite, then the ``virtual_service`` route table."""
 
@@ -348,12 +370,13 @@ class GatewayRoute(Resolved):
     rewrite: Rewrite
     virtual_service: str
     port: int | None
-    rate_limit: RateLimit | None = Field(default=None, exclude_if=_is_none)
+    rate_limit: RateLimit | None = omit_none()
 
 
 # -- clusters ------------------------------------------------------------------------------
 
 
+@record
 class Endpoint(SnapshotModel):
     """An upstream address. ``health`` comes from the registry: HEALTHY and UNKNOWN receive
     traffic, UNHEALTHY does not. For DNS discovery ``address`` is a hostname the proxy
@@ -368,9 +391,14 @@ class Endpoint(SnapshotModel):
     port: int
     health: HealthState
     instance_id: str | None = None
-    weight: int | None = Field(default=None, ge=1, le=128, exclude_if=lambda w: w is None)
+    weight: int | None = omit_none()
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and not 1 <= self.weight <= 128:
+            raise ValueError(f"endpoint weight must be 1 to 128, got {self.weight}")
 
 
+@record
 class Discovery(Resolved):
     """How the cluster's endpoints were found: Cloud Map (namespace, service, attribute
     filter), DNS (hostname), or none (the target node is missing or has none)."""
@@ -384,6 +412,7 @@ class Discovery(Resolved):
     ip_preference: IpPreference
 
 
+@record
 class Cluster(Resolved):
     """One target virtual node on one port, named ``<mesh>/<node>:<port>``.
 
@@ -406,6 +435,7 @@ class Cluster(Resolved):
 # -- the snapshot --------------------------------------------------------------------------
 
 
+@record
 class Snapshot(Resolved):
     """Everything one proxy (all replicas of one virtual node or virtual gateway) runs on.
 
@@ -438,7 +468,7 @@ class Snapshot(Resolved):
 def encode(snapshot: Snapshot) -> bytes:
     """Canonical JSON: sorted keys, no whitespace, UTF-8. Equal snapshots, equal bytes."""
     return json.dumps(
-        snapshot.model_dump(mode="json"),
+        to_json(snapshot),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -447,7 +477,12 @@ def encode(snapshot: Snapshot) -> bytes:
 
 
 def decode(data: bytes | str | Mapping[str, Any]) -> Snapshot:
-    """The snapshot in ``data`` (encoded bytes, text, or an already parsed JSON object)."""
-    if isinstance(data, Mapping):
-        return Snapshot.model_validate(dict(data))
-    return Snapshot.model_validate_json(data)
+    """The snapshot in ``data`` (encoded bytes, text, or an already parsed JSON object);
+    :class:`~mapmesh.model.plain.RecordError` (a ValueError) naming the path when it does not
+    fit the format."""
+    if not isinstance(data, Mapping):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise RecordError(f"snapshot: invalid JSON: {exc}") from None
+    return decode_record(Snapshot, data)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mapmesh.model import snapshot
+from mapmesh.model.plain import to_json
 from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.admin import AdminServer
 from mapmesh.proxy.backend_port import BackendPortConfig
@@ -384,7 +385,7 @@ class ProxyProcess:
             config = self.config
             if config is None:
                 return 503, "application/json", b'{"message":"no snapshot in force"}\n'
-            body = {"version": config.version, "snapshot": config.snapshot.model_dump(mode="json")}
+            body = {"version": config.version, "snapshot": to_json(config.snapshot)}
             return 200, "application/json", json.dumps(body, indent=1).encode()
 
         def clusters() -> tuple[int, str, bytes]:

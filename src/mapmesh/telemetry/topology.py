@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mapmesh.model.plain import to_json
 from mapmesh.telemetry.edges import EdgeKey, EdgeWindow
 from mapmesh.telemetry.meshmodel import MeshModel, NodeInfo, node_of_cluster
 from mapmesh.telemetry.store import TelemetryStore
@@ -207,7 +208,7 @@ def services_document(
                 "kind": info.kind,
                 "name": info.name,
                 "discovery": (
-                    info.discovery.model_dump(mode="json", exclude={"defaulted"})
+                    to_json(info.discovery, exclude={"defaulted"})
                     if info.discovery is not None
                     else None
                 ),

@@ -29,6 +29,7 @@ virtual service's routes are resolved once per compile.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -243,7 +244,7 @@ class _Compiler:
             return
         pool = connection_pool(configured)
         for name, cluster in self._clusters.items():
-            self._clusters[name] = cluster.model_copy(update={"connection_pool": pool})
+            self._clusters[name] = dataclasses.replace(cluster, connection_pool=pool)
 
     def _result(
         self,

@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
-
+from mapmesh.model.plain import to_json
 from mapmesh.model.snapshot import (
     Cluster,
     Endpoint,
@@ -26,6 +25,7 @@ from mapmesh.model.snapshot import (
     RouteMatch,
     RouteTable,
     Snapshot,
+    SnapshotModel,
 )
 from mapmesh.xds.diagnostics import CompileWarning
 
@@ -33,8 +33,8 @@ __all__ = ["annotate", "explain", "match_summary", "render_text"]
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude={"defaulted"})
+    if isinstance(value, SnapshotModel):
+        return to_json(value, exclude={"defaulted"})
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
     return value
@@ -44,16 +44,16 @@ def _setting(value: Any, source: str) -> dict[str, Any]:
     return {"value": _jsonable(value), "source": source}
 
 
-def annotate(model: BaseModel) -> dict[str, Any]:
+def annotate(model: SnapshotModel) -> dict[str, Any]:
     """Each field of ``model`` as a setting; nested models as dicts of settings."""
     defaulted = set(getattr(model, "defaulted", ()))
     out: dict[str, Any] = {}
-    for name in type(model).model_fields:
+    for name in model.field_names():
         if name == "defaulted":
             continue
         value = getattr(model, name)
         source = "default" if name in defaulted else "configured"
-        if isinstance(value, BaseModel):
+        if isinstance(value, SnapshotModel):
             out[name] = annotate(value)
         else:
             out[name] = _setting(value, source)
