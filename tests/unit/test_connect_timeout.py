@@ -13,14 +13,15 @@ import random
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from mapmesh.cli.main import app
+from mapmesh.cli import proxy_commands
 from mapmesh.model import snapshot
 from mapmesh.proxy.config import ClusterSet
 from mapmesh.proxy.pool import EndpointKey
 from mapmesh.proxy.process import ProxyOptions, ProxyProcess
 from mapmesh.proxy.stats import Stats
+from mapmesh.proxy.telemetry.runtime import DEFAULT_SAMPLING
+from mapmesh.proxy.telemetry.tracing import DEFAULT_RATE_LIMIT
 from mapmesh.proxy.upstream import UpstreamFailure
 from tests.integration.sidecar_support import hanging_listener
 
@@ -83,17 +84,29 @@ def test_the_proxy_process_threads_its_option_to_the_clusters() -> None:
 
 @pytest.mark.parametrize("command", ["proxy", "gateway"])
 @pytest.mark.parametrize("value", ["0", "-2"])
-def test_the_cli_refuses_a_timeout_that_is_not_positive(command: str, value: str) -> None:
+def test_the_cli_refuses_a_timeout_that_is_not_positive(
+    command: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     identity = (
         ["--virtual-node", "n", "--app-port", "8080"]
         if command == "proxy"
         else ["--virtual-gateway", "g"]
     )
-    result = CliRunner().invoke(
-        app,
-        [command, "--control-plane", "http://127.0.0.1:1", "--mesh", "m", *identity,
-         "--connect-timeout", value],
-    )  # fmt: skip
-    assert result.exit_code == 2
-    assert "--connect-timeout" in result.output
-    assert "must be more than 0 seconds" in result.output
+    with pytest.raises(SystemExit) as exited:
+        proxy_commands.main(
+            [command, "--control-plane", "http://127.0.0.1:1", "--mesh", "m", *identity,
+             "--connect-timeout", value]
+        )  # fmt: skip
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --connect-timeout: must be more than 0 seconds" in error
+
+
+def test_the_cli_defaults_are_the_processs() -> None:
+    """The data-plane CLI repeats two defaults so that --help imports no proxy module."""
+    assert proxy_commands.DEFAULT_SAMPLING == DEFAULT_SAMPLING
+    assert proxy_commands.DEFAULT_RATE_LIMIT == DEFAULT_RATE_LIMIT
+    defaults = proxy_commands.build_parser().parse_args(
+        ["gateway", "--control-plane", "u", "--mesh", "m", "--virtual-gateway", "g"]
+    )
+    assert defaults.trace_sampling == ProxyOptions("u", "m", "virtualGateway", "g").trace_sampling

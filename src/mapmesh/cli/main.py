@@ -80,8 +80,22 @@ app.command("diff")(mesh_commands.diff)
 app.command("delete")(mesh_commands.delete)
 app.command("get")(mesh_commands.get)
 app.command("explain")(explain)
-app.command("proxy")(proxy_commands.proxy)
-app.command("gateway")(proxy_commands.gateway)
+_PASS_ON = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _data_plane(command: str) -> None:
+    """List ``command`` in this app's help; its flags are parsed by proxy_commands (which
+    ``mapmesh.cli.entry`` calls directly)."""
+
+    def run(ctx: typer.Context) -> None:
+        raise typer.Exit(proxy_commands.main([command, *ctx.args]))
+
+    run.__doc__ = proxy_commands.COMMANDS[command] + f" Flags: mapmesh {command} --help."
+    app.command(command, context_settings=_PASS_ON, add_help_option=False)(run)
+
+
+_data_plane("proxy")
+_data_plane("gateway")
 app.command("up")(runner_commands.up)
 app.command("ps")(runner_commands.ps)
 app.command("logs")(runner_commands.logs)
