@@ -935,7 +935,7 @@ def python_floor(runs: int, cpu: int) -> dict[str, float]:
     """Exec-to-exit of the interpreter alone and with the sidecar's modules imported, and
     the RSS of each: what any Python sidecar pays before it does anything."""
     pin = ["taskset", "-c", str(cpu), sys.executable, "-c"]
-    imports = "import uvloop, mapmesh.cli.dataplane, mapmesh.proxy.process; "
+    imports = "import uvloop, mapmesh.cli.proxy_commands, mapmesh.proxy.process; "
     commands = {"python_c_pass": "", "import_proxy": imports}
     result = {}
     for key, code in commands.items():
