@@ -59,7 +59,6 @@ from mapmesh.proxy.telemetry.runtime import REPORT_BUFFER
 from mapmesh.proxy.telemetry.spans import (
     Identity,
     SpanBuffer,
-    TracedRequest,
     all_spans,
     span_document,
     spans_of,
@@ -176,10 +175,16 @@ async def mapmesh_round(
     reply = client.take()
     assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(BODY), reply[:200]
     gc.collect()
+    kept: list[Any] = []
     start = time.process_time()
-    for _ in range(requests):
+    for number in range(1, requests + 1):
         one()
         client.written.clear()
+        if spans is not None and number % REPORT_BUFFER == 0:
+            kept = spans.take()  # as the reporter empties the buffer every interval
+    if spans is not None:  # the last batch, for export_costs
+        for request in kept:
+            spans.add(request)
     elapsed = time.process_time() - start
     deadlines.close()
     clusters.close()
@@ -289,18 +294,6 @@ def export_costs(spans: SpanBuffer) -> tuple[float, float]:
 SIGNALS = ("off", "tracing 100%", "access log", "tracing + log")
 
 
-class ReportedBuffer(SpanBuffer):
-    """A span buffer emptied every ``REPORT_BUFFER`` requests, as the reporter empties the
-    real one every interval (so the benchmark holds as many traced requests as a proxy
-    does, and the garbage collector sees as many), keeping the last batch for
-    :func:`export_cost`."""
-
-    def add(self, request: TracedRequest) -> None:
-        if len(self) >= REPORT_BUFFER:
-            self.take()
-        super().add(request)
-
-
 def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: Path) -> int:
     """The ``--signals`` run: the variants side by side, as ratios to tracing off."""
     results: dict[str, list[float]] = {name: [] for name in SIGNALS}
@@ -309,7 +302,7 @@ def signals(data: dict[str, Any], version: int, args: argparse.Namespace, log: P
     for _ in range(args.rounds):
         for name in SIGNALS:
             traced = "tracing" in name
-            buffer = ReportedBuffer(REPORT_BUFFER) if traced else None
+            buffer = SpanBuffer(REPORT_BUFFER) if traced else None
             seconds = asyncio.run(
                 mapmesh_round(
                     data, version, args.requests, sampling=1.0 if traced else 0.0,
