@@ -1,7 +1,7 @@
 """The data plane's compiled modules: which they are, and never running a stale one.
 
-The request path (codecs, forwarding, pools, balancers, resilience, routing, stats, the
-telemetry a request records) is plain typed Python that ``scripts/build_native.py``
+The request path (codecs, forwarding, pools, balancers, resilience, routing, stats, trace
+context, spans and traffic edges) is plain typed Python that ``scripts/build_native.py``
 compiles with mypyc into C extensions beside the sources: the same code at about a third
 of the CPU per proxied request (docs/benchmarks.md). Everything also runs uncompiled.
 
