@@ -2,7 +2,7 @@
 
 The snapshot format (:mod:`mapmesh.model.snapshot`) is read by every proxy, where memory and
 start-up count once per workload: pydantic and its per-class validators cost a sidecar about
-14 MB and 40 ms. These records are frozen, slotted, keyword-only dataclasses; :func:`decode`
+10 MB. These records are frozen, slotted, keyword-only dataclasses; :func:`decode`
 builds one from parsed JSON, checking each value against the field's type hint, and
 :func:`to_json` turns one back into JSON-ready values.
 

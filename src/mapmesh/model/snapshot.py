@@ -21,7 +21,7 @@ Rules that make snapshots cheap to compare, cache and ship:
   as ``default``. The proxy ignores ``defaulted``.
 
 This module imports only the standard library (proxies import it: pydantic would cost each
-sidecar about 14 MB); :mod:`mapmesh.model.plain` checks decoded values against the hints.
+sidecar about 10 MB); :mod:`mapmesh.model.plain` checks decoded values against the hints.
 ``docs/snapshot.md`` describes the format field by field.
 """
 
