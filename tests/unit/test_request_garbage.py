@@ -12,7 +12,8 @@ import asyncio
 import gc
 import random
 import time
-from typing import Any
+
+from bench.proxy_path import FakeTransport
 
 from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.config import ClusterSet, build_config
@@ -31,33 +32,6 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: worker.corp\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
 
-class MemoryTransport:
-    """What a protocol writes, kept; enough of asyncio.Transport for the proxy."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 15001)}.get(
-            name, default
-        )
-
-
 async def proxy_requests(count: int, sampling: float) -> list[bytes]:
     stats, clock, rng = Stats(), time.monotonic, random.Random(1)
     clusters = ClusterSet(stats, clock, rng)
@@ -71,14 +45,14 @@ async def proxy_requests(count: int, sampling: float) -> list[bytes]:
     downstream = DownstreamConnection(
         router, lambda: config, stats, logger, "outbound", lambda _: None, telemetry=telemetry
     )
-    client = MemoryTransport()
+    client = FakeTransport()
     downstream.connection_made(client)  # type: ignore[arg-type]
-    parked: list[tuple[UpstreamConnection, MemoryTransport]] = []
+    parked: list[tuple[UpstreamConnection, FakeTransport]] = []
     for runtime in config.clusters.values():  # one pooled connection per endpoint, parked
         pool = runtime.pool  # as Pool._open parks a new one
         for key in runtime.endpoints:
             upstream = UpstreamConnection(pool._exchange_ended, pool._connection_closed)
-            transport = MemoryTransport()
+            transport = FakeTransport()
             upstream.connection_made(transport)  # type: ignore[arg-type]
             runtime.breaker.on_connection_opening()
             pool._endpoint_of[upstream] = key

@@ -27,6 +27,7 @@ from mapmesh.proxy.telemetry.tracing import (
     trace_fields,
 )
 from mapmesh.telemetry.report import parse_report
+from tests.unit.test_ratelimit import FakeClock
 
 ALWAYS = Sampler(1.0, None)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -130,14 +131,6 @@ def test_a_rate_samples_about_that_share() -> None:
     sampler = Sampler(0.25, None)
     sampled = sum(trace_fields(head(), sampler)[2] is not None for _ in range(4000))
     assert 800 <= sampled <= 1200
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_rate_limit_caps_the_traces_started_per_second() -> None:
