@@ -112,6 +112,15 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _nice_autogroup(nice: int) -> None:
+    """Give the child's session the niceness too. Every child starts its own session, and
+    with ``CONFIG_SCHED_AUTOGROUP`` the scheduler first shares a core fairly between
+    sessions, so a process's own nice value only ranks it inside its session: a nice-19
+    control plane would still take whole time slices from the proxy beside it."""
+    with contextlib.suppress(OSError):  # no autogroups on this kernel: nothing to do
+        Path("/proc/self/autogroup").write_text(str(nice))
+
+
 class CpuQuota:
     """A CFS bandwidth limit: processes spawned into it get ``fraction`` of one core.
 
@@ -222,6 +231,7 @@ class Processes:
                 quota.join()
             if nice:
                 os.nice(nice)
+                _nice_autogroup(nice)
 
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
