@@ -33,7 +33,7 @@ from mapmesh.proxy.protocol import (
     response_head_bytes,
 )
 from mapmesh.proxy.protocol import events as events_module
-from mapmesh.proxy.protocol.headers import encode_fields
+from mapmesh.proxy.protocol.headers import encode_fields, scan_head
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -776,3 +776,42 @@ def test_header_helpers() -> None:
     assert get_field(fields, b"missing") is None
     assert get_fields(fields, b"x-tag") == [b"1", b"2"]
     assert header_map(fields) == {"host": "a", "x-tag": "1,2", "accept": "\xe9"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "host", "content_length", "connection", "request_id"),
+    [
+        ([b"Host: a", b"Content-Length: 5"], b"a", b"5", set(), None),
+        ([b"HOST: a", b"CONTENT-LENGTH:\t5 \t"], b"a", b"5", set(), None),
+        ([b"hOsT:  a.b  ", b"cOnNeCtIoN: Keep-Alive"], b"a.b", None, {b"keep-alive"}, None),
+        ([b"host: h", b"Connection: close , X-A,,"], b"h", None, {b"close", b"x-a"}, None),
+        ([b"Host: h", b"X-Request-ID: AbC-1 "], b"h", None, set(), b"AbC-1"),
+        ([b"Host: h", b"x-request-id:"], b"h", None, set(), b""),
+    ],
+)
+def test_scan_reads_fields_whatever_their_spelling(
+    lines: list[bytes],
+    host: bytes,
+    content_length: bytes | None,
+    connection: set[bytes],
+    request_id: bytes | None,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    scan = scan_head(head, head.find(b"\r\n"))
+    assert (scan.host, scan.host_count) == (host, 1)
+    assert scan.content_length == content_length
+    assert scan.connection == connection
+    assert scan.request_id == request_id
+
+
+def test_scan_cuts_each_hop_line_whole() -> None:
+    # "Connection: close" is also how the line before it starts.
+    head = b"HTTP/1.1 200 OK\r\nConnection: closer-x\r\nConnection: close\r\n\r\n"
+    scan = scan_head(head, head.find(b"\r\n"))
+    assert [head[a:b] for a, b in scan.spans] == [
+        b"Connection: closer-x\r\n",
+        b"Connection: close\r\n",
+    ]
+    head = b"HTTP/1.1 200 OK\r\nX-Note: a\r\nConnection: keep-alive\r\nX-Other: b\r\n\r\n"
+    scan = scan_head(head, head.find(b"\r\n"))
+    assert [head[a:b] for a, b in scan.spans] == [b"Connection: keep-alive\r\n"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Set
-from typing import Any
+from typing import Any, Final
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.health_checker import ActiveHealthChecker
@@ -32,7 +32,7 @@ from mapmesh.proxy.stats import Stats
 
 __all__ = ["RETRY_FLOOR", "ClusterRuntime", "policy_key"]
 
-RETRY_FLOOR = 16
+RETRY_FLOOR: Final = 16
 
 
 def policy_key(cluster: snapshot.Cluster) -> tuple[Any, ...]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = ["TICK", "Deadlines", "Expirable"]
 
-TICK = 0.005
+TICK: Final = 0.005
 
 
 class Expirable(Protocol):

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.config import ProxyConfig
@@ -57,12 +57,12 @@ __all__ = ["DownstreamConnection", "DownstreamExchange"]
 
 log = logging.getLogger("mapmesh.proxy")
 
-REPLAY_LIMIT = 64 * 1024
+REPLAY_LIMIT: Final = 64 * 1024
 # Bytes of later (pipelined) requests kept while one is answered, before reading pauses.
-PIPELINE_BUFFER = 64 * 1024
+PIPELINE_BUFFER: Final = 64 * 1024
 
 # Wall-clock time of monotonic 0, so an exchange reads one clock and the log converts.
-_WALL_OFFSET = time.time() - time.monotonic()
+_WALL_OFFSET: Final = time.time() - time.monotonic()
 
 
 class DownstreamExchange:

@@ -37,7 +37,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
@@ -75,15 +75,17 @@ class LocalReply:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-_OVERLOADED = ((OVERLOADED_HEADER[0].encode(), OVERLOADED_HEADER[1].encode()),)
-OVERFLOW_REPLY = LocalReply(503, "upstream overloaded (circuit breaker open)", "UO", _OVERLOADED)
-TIMEOUT_REPLY = LocalReply(504, "upstream request timeout", "UT")
-REQUEST_TIMEOUT_REPLY = LocalReply(
+_OVERLOADED: Final = ((OVERLOADED_HEADER[0].encode(), OVERLOADED_HEADER[1].encode()),)
+OVERFLOW_REPLY: Final = LocalReply(
+    503, "upstream overloaded (circuit breaker open)", "UO", _OVERLOADED
+)
+TIMEOUT_REPLY: Final = LocalReply(504, "upstream request timeout", "UT")
+REQUEST_TIMEOUT_REPLY: Final = LocalReply(
     408, "request timeout: the client did not send the whole request in time", "DT"
 )
-INTERNAL_ERROR_REPLY = LocalReply(500, "internal proxy error", "PE")
+INTERNAL_ERROR_REPLY: Final = LocalReply(500, "internal proxy error", "PE")
 
-BODY_PENDING = object()
+BODY_PENDING: Final = object()
 """What :meth:`Exchange.request_body` returns while a replayable body is still arriving."""
 
 
@@ -135,7 +137,7 @@ class Target:
         self.host = host
 
 
-_NOTHING_TRIED: frozenset[EndpointKey] = frozenset()
+_NOTHING_TRIED: Final[frozenset[EndpointKey]] = frozenset()
 
 # Phases
 _BODY, _ATTEMPT, _ACQUIRE, _HEAD, _BACKOFF, _DONE = range(6)

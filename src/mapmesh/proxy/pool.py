@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 from mapmesh.proxy.resilience.breaker import Action, CircuitBreaker, Overflow
 from mapmesh.proxy.stats import Stats
@@ -30,7 +31,9 @@ from mapmesh.proxy.upstream import UpstreamConnection, UpstreamFailure, connect
 
 __all__ = ["KEEPALIVE_IDLE", "EndpointKey", "Pool"]
 
-KEEPALIVE_IDLE = 300.0  # seconds an unused keep-alive connection stays open (App Mesh: 300 s)
+KEEPALIVE_IDLE: Final = (
+    300.0  # seconds an unused keep-alive connection stays open (App Mesh: 300 s)
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
@@ -64,8 +64,8 @@ class _LazyHeaders(Mapping[str, str]):
         return len(self._built())
 
 
-_AUTHORITY_CACHE = 1024
-_GATEWAY_HEALTHY = LocalReply(200, "healthy", "")
+_AUTHORITY_CACHE: Final = 1024
+_GATEWAY_HEALTHY: Final = LocalReply(200, "healthy", "")
 
 
 class Router:

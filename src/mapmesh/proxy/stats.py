@@ -20,6 +20,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from mapmesh.proxy.telemetry.events import EventLog
 
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 # name -> (type, help). Every metric the proxy exports is declared here.
-METRICS: dict[str, tuple[str, str]] = {
+METRICS: Final[dict[str, tuple[str, str]]] = {
     "downstream_cx_total": ("counter", "Downstream connections accepted."),
     "downstream_cx_active": ("gauge", "Downstream connections open."),
     "downstream_rq_total": ("counter", "Downstream requests received."),
@@ -107,15 +108,15 @@ METRICS: dict[str, tuple[str, str]] = {
 
 # Upper bounds of the latency buckets, in milliseconds (Prometheus ``le``); one more bucket
 # counts what is above the last. Fine below a millisecond, where loopback hops live.
-LATENCY_BOUNDS_MS: tuple[float, ...] = (
+LATENCY_BOUNDS_MS: Final[tuple[float, ...]] = (
     0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 )  # fmt: skip
-BOUNDS_S = tuple(bound / 1000 for bound in LATENCY_BOUNDS_MS)  # the same, in seconds
+BOUNDS_S: Final = tuple(bound / 1000 for bound in LATENCY_BOUNDS_MS)  # the same, in seconds
 
 Labels = tuple[tuple[str, str], ...]
 
 # ("code_class", "2xx") by status // 100, built once: the hot path only indexes.
-CODE_CLASS: tuple[tuple[str, str], ...] = tuple(("code_class", f"{i}xx") for i in range(10))
+CODE_CLASS: Final[tuple[tuple[str, str], ...]] = tuple(("code_class", f"{i}xx") for i in range(10))
 
 
 class Counter:

@@ -43,7 +43,7 @@ __all__ = ["LeastRequest", "LeastRequestStatistics"]
 
 K = TypeVar("K", bound=Hashable)
 
-_REDRAWS = 3  # draws of an excluded endpoint tolerated before scanning
+_REDRAWS: Final = 3  # draws of an excluded endpoint tolerated before scanning
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ __all__ = ["RoundRobin", "RoundRobinStatistics"]
 
 K = TypeVar("K", bound=Hashable)
 
-_REBASE_AT = float(1 << 20)  # keep EDF deadlines small enough for exact-enough float steps
+_REBASE_AT: Final = float(1 << 20)  # keep EDF deadlines small enough for exact-enough float steps
 
 
 @dataclass(frozen=True, slots=True)

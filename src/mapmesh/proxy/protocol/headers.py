@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from mapmesh.proxy.protocol.events import Fields
 
@@ -32,7 +33,7 @@ __all__ = [
     "scan_head",
 ]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     (
         b"connection",
         b"keep-alive",
@@ -43,33 +44,81 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     )
 )
-_PROTECTED = frozenset((b"host", b"content-length", b"close"))
+_PROTECTED: Final = frozenset((b"host", b"content-length", b"close"))
 # Framing fields spelled with "_": some servers (CGI, WSGI environ) read them as the real
 # thing. Never forwarded; a request carrying one is refused.
-_LOOKALIKES = frozenset((b"transfer_encoding", b"content_length"))
-_KNOWN_OPTIONS = HOP_BY_HOP | _PROTECTED
-_LINE_START = {name: b"\r\n" + name + b":" for name in HOP_BY_HOP | _LOOKALIKES}
+_LOOKALIKES: Final = frozenset((b"transfer_encoding", b"content_length"))
+_KNOWN_OPTIONS: Final = HOP_BY_HOP | _PROTECTED
 
 # A field line starts right after a CRLF (llhttp has already rejected whitespace before the
 # colon, bare LF and obs-fold, so this cannot be fooled by a line that llhttp read otherwise).
-# A match runs from the CRLF before the line to the line's end: the line plus its own CRLF
-# is (start + 2, end + 2). Not consuming that CRLF lets adjacent lines both match.
-_SPECIAL = re.compile(
-    rb"\r\n(host|content-length|transfer-encoding|connection|keep-alive|proxy-connection"
-    rb"|te|trailer|upgrade|expect|x-request-id|traceparent|x-amzn-trace-id"
+# Groups: the line from the CRLF before it to its last byte (so the line plus its own CRLF
+# is ``head[at + 2 : at + len(line) + 2]``), the name as spelled, and the value without the
+# whitespace around it (RFC 9110 §5.5: leading and trailing OWS is not part of the value).
+_SPECIAL: Final = re.compile(
+    rb"(\r\n(?=[chektpuxCHEKTPUX])"  # a cheap first-letter test before the alternatives
+    rb"(host|con(?:tent-length|nection)|t(?:ransfer-encoding|e|raceparent|railer)"
+    rb"|upgrade|expect|keep-alive|proxy-connection|x-(?:request-id|amzn-trace-id)"
     rb"|transfer_encoding|content_length)"
-    rb":[ \t]*([^\r]*)",
+    rb":[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*)",
     re.IGNORECASE,
 )
-_HOP_LINE = re.compile(
+_HOP_LINE: Final = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
     rb"|transfer_encoding|content_length):[^\r]*"
 )  # run on the lower-cased head
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_OWS = b" \t"
-_GOOD_NAMES: set[bytes] = set()
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_LINE: Final = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_OWS: Final = b" \t"
+_GOOD_NAMES: Final[set[bytes]] = set()
+
+# What scan_head does with each field it finds. Fields from HOST to EXPECT are read;
+# the rest are hop-by-hop lines (recorded to be cut) or look-alikes (refused).
+_HOST: Final = 0
+_CONTENT_LENGTH: Final = 1
+_REQUEST_ID: Final = 2
+_TRACEPARENT: Final = 3
+_AMZN_TRACE_ID: Final = 4
+_EXPECT: Final = 5
+_CONNECTION: Final = 6
+_TRANSFER_ENCODING: Final = 7
+_UPGRADE: Final = 8
+_OTHER_HOP: Final = 9
+_LOOKALIKE: Final = 10
+_KINDS: Final[dict[bytes, int]] = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"x-request-id": _REQUEST_ID,
+    b"traceparent": _TRACEPARENT,
+    b"x-amzn-trace-id": _AMZN_TRACE_ID,
+    b"expect": _EXPECT,
+    b"connection": _CONNECTION,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"upgrade": _UPGRADE,
+    b"keep-alive": _OTHER_HOP,
+    b"proxy-connection": _OTHER_HOP,
+    b"te": _OTHER_HOP,
+    b"trailer": _OTHER_HOP,
+    b"transfer_encoding": _LOOKALIKE,
+    b"content_length": _LOOKALIKE,
+}
+# Spellings seen in practice map straight to their kind; any other is lower-cased first.
+_SPELLINGS: Final[dict[bytes, int]] = {
+    **_KINDS,
+    **{name.title(): kind for name, kind in _KINDS.items()},
+    b"X-Request-ID": _REQUEST_ID,
+    b"X-Amzn-Trace-ID": _AMZN_TRACE_ID,
+    b"TE": _OTHER_HOP,
+}
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+# Connection values seen in practice, already split and lower-cased.
+_CONNECTION_TOKENS: Final[dict[bytes, frozenset[bytes]]] = {
+    spelling: frozenset((token,))
+    for token in (b"keep-alive", b"close", b"upgrade")
+    for spelling in (token, token.title(), token.capitalize())
+}
+_NO_SPANS: Final[tuple[tuple[int, int], ...]] = ()
 
 
 class FieldScan:
@@ -78,6 +127,7 @@ class FieldScan:
     ``spans`` are ``(start, end)`` offsets into the head of whole lines (CRLF included) to
     leave out when forwarding; empty on the fast path. ``ambiguous``: a framing field was
     spelled with an underscore (``Transfer_Encoding``), a request-smuggling probe.
+    Containers are shared empty constants until a field fills them (most heads have none).
     """
 
     __slots__ = (
@@ -86,7 +136,8 @@ class FieldScan:
         "connection",
         "content_length",
         "expect",
-        "hosts",
+        "host",
+        "host_count",
         "request_id",
         "spans",
         "traceparent",
@@ -95,16 +146,17 @@ class FieldScan:
     )
 
     def __init__(self) -> None:
-        self.hosts: list[bytes] = []
+        self.host: bytes | None = None
+        self.host_count = 0
         self.content_length: bytes | None = None
-        self.transfer_encoding: list[bytes] = []
-        self.connection: set[bytes] = set()
+        self.transfer_encoding: tuple[bytes, ...] = ()
+        self.connection: frozenset[bytes] = _NO_TOKENS
         self.expect: bytes | None = None
         self.request_id: bytes | None = None
         self.traceparent: bytes | None = None
         self.amzn_trace_id: bytes | None = None
         self.upgrade: bytes | None = None
-        self.spans: list[tuple[int, int]] = []
+        self.spans: Sequence[tuple[int, int]] = _NO_SPANS
         self.ambiguous = False
 
 
@@ -112,57 +164,68 @@ def scan_head(head: bytes, start: int) -> FieldScan:
     """Find the fields the codec acts on in ``head`` (a validated message head ending with
     CRLF CRLF); ``start`` is the offset of the CRLF that ends the start line.
 
-    Cost: one regex pass (``findall``, no match objects) and a little Python per *matching*
-    line — typically ``Host``, or ``Content-Length`` and ``Connection`` in a response. Only
-    when a hop-by-hop field is present are line positions recorded: one ``find`` for the
-    usual single ``Connection`` line, else one more regex pass (and one per extra name listed
-    in ``Connection``).
+    Cost: one regex pass (``findall``, no match objects) and a dictionary look-up per
+    *matching* line — typically ``Host``, or ``Content-Length`` and ``Connection`` in a
+    response. Only when a hop-by-hop field is present are line positions recorded: one
+    ``find`` for the usual single ``Connection`` line, else one more regex pass (and one
+    per extra name listed in ``Connection``).
     """
     scan = FieldScan()
-    hop_names: list[bytes] = []
-    for name, value in _SPECIAL.findall(head, start):
-        name = name.lower()
-        value = value.rstrip(_OWS)
-        if name == b"host":
-            scan.hosts.append(value)
-        elif name == b"content-length":
+    hop_lines: list[bytes] = []
+    for line, name, value in _SPECIAL.findall(head, start):
+        kind = _SPELLINGS.get(name)
+        if kind is None:
+            kind = _KINDS[name.lower()]
+        if kind == _HOST:
+            scan.host = value
+            scan.host_count += 1
+        elif kind == _CONTENT_LENGTH:
             scan.content_length = value
-        elif name == b"x-request-id":
+        elif kind == _REQUEST_ID:
             scan.request_id = value
-        elif name == b"traceparent":
+        elif kind == _TRACEPARENT:
             scan.traceparent = value
-        elif name == b"x-amzn-trace-id":
+        elif kind == _AMZN_TRACE_ID:
             scan.amzn_trace_id = value
-        elif name == b"expect":
+        elif kind == _EXPECT:
             scan.expect = value.lower()
         else:
-            hop_names.append(name)
-            if name == b"connection":
-                value = value.lower()
-                if b"," in value:
-                    scan.connection.update(token.strip(_OWS) for token in value.split(b","))
-                    scan.connection.discard(b"")
-                else:
-                    scan.connection.add(value)
-            elif name == b"transfer-encoding":
-                scan.transfer_encoding.append(value.lower())
-            elif name == b"upgrade":
+            hop_lines.append(line)
+            if kind == _CONNECTION:
+                tokens = _connection_tokens(value)
+                scan.connection = tokens if not scan.connection else scan.connection | tokens
+            elif kind == _TRANSFER_ENCODING:
+                scan.transfer_encoding = (*scan.transfer_encoding, value.lower())
+            elif kind == _UPGRADE:
                 scan.upgrade = value
-            elif name in _LOOKALIKES:
+            elif kind == _LOOKALIKE:
                 scan.ambiguous = True
-    if hop_names:
-        scan.spans = _hop_spans(head, start, hop_names, scan.connection)
+    if hop_lines:
+        scan.spans = _hop_spans(head, start, hop_lines, scan.connection)
     return scan
 
 
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The options of one ``Connection`` field, lower-cased."""
+    tokens = _CONNECTION_TOKENS.get(value)
+    if tokens is not None:
+        return tokens
+    parts = (token.strip(_OWS) for token in value.lower().split(b","))
+    return frozenset(token for token in parts if token)
+
+
 def _hop_spans(
-    head: bytes, start: int, names: list[bytes], listed: set[bytes]
+    head: bytes, start: int, lines: list[bytes], listed: frozenset[bytes]
 ) -> list[tuple[int, int]]:
-    """Byte ranges of the hop-by-hop lines (each with its CRLF), sorted."""
+    """Byte ranges of the hop-by-hop lines (each with its CRLF), sorted. ``lines`` are the
+    lines :data:`_SPECIAL` matched, each from the CRLF before it."""
+    if len(lines) == 1 and listed <= _KNOWN_OPTIONS:  # the usual case: one such line
+        line = lines[0]
+        at = head.find(line, start)
+        end = at + len(line)
+        if head[end] == 13:  # the whole line, not the start of a longer one
+            return [(at + 2, end + 2)]
     lower = head.lower()
-    if len(names) == 1 and listed <= _KNOWN_OPTIONS:  # the usual case: one Connection line
-        begin = lower.find(_LINE_START[names[0]], start) + 2
-        return [(begin, head.find(b"\r\n", begin) + 2)]
     extra = listed - _KNOWN_OPTIONS
     spans = [(m.start() + 2, m.end() + 2) for m in _HOP_LINE.finditer(lower, start)]
     for token in extra:

@@ -29,7 +29,7 @@ How bytes flow, and what is copied:
    (chunk-ext grammar, no whitespace, exact CRLFs — the differential fuzz test holds it to
    that, since two parsers that disagree on where a body ends are how requests get
    smuggled); a close-delimited response body is every byte until EOF. After a message with
-   a body the llhttp parser is dropped and the next head gets a new one (≈0.3 µs).
+   a body the llhttp parser is dropped and the next head gets a new one (≈0.2 µs).
 4. :func:`.headers.scan_head` finds the fields the codec acts on with one regex pass and
    records the byte ranges of hop-by-hop lines; ``forward_headers`` is ``raw_headers`` itself
    when there are none, else ``raw_headers`` with those ranges spliced out.
@@ -45,6 +45,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from typing import ClassVar, Final
 
 from mapmesh.proxy.protocol.events import (
     Body,
@@ -70,19 +71,19 @@ __all__ = [
     "response_head_bytes",
 ]
 
-DEFAULT_MAX_HEAD_SIZE = 64 * 1024
-MAX_CHUNK_LINE = 4096
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
+DEFAULT_MAX_HEAD_SIZE: Final = 64 * 1024
+MAX_CHUNK_LINE: Final = 4096
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 # chunk-size [ chunk-ext ] (RFC 9112 §7.1.1), without optional whitespace: llhttp's strictness
-_CHUNK_SIZE = re.compile(
+_CHUNK_SIZE: Final = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
 )
-_END_BODY = EndBody()
-_CRLF = (13, 10)
+_END_BODY: Final = EndBody()
+_CRLF: Final = (13, 10)
 
 Step = Callable[[], Event | None]
 
@@ -90,12 +91,22 @@ Step = Callable[[], Event | None]
 class HeadCallbacks:
     """The httptools protocol object: what llhttp reports while parsing one head.
 
-    It has no ``on_header``: llhttp still validates every field line, but no Python call
+    Its ``on_header`` is None: llhttp still validates every field line, but no Python call
     is made per field (the codec reads the few fields it acts on with one regex pass, and
-    the full list is built only if someone asks for ``headers``).
+    the full list is built only if someone asks for ``headers``). The callbacks it does not
+    want are None rather than missing: httptools looks each one up when it builds a parser
+    (once per response with a body), and a missing attribute costs a formatted
+    AttributeError each time.
     """
 
     __slots__ = ("done", "message_done", "url")
+
+    on_header: ClassVar[None] = None
+    on_body: ClassVar[None] = None
+    on_message_begin: ClassVar[None] = None
+    on_chunk_header: ClassVar[None] = None
+    on_chunk_complete: ClassVar[None] = None
+    on_status: ClassVar[None] = None
 
     def __init__(self) -> None:
         self.reset()
@@ -511,7 +522,7 @@ def local_response(
     return b"".join(parts)
 
 
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+_STATUS_LINES: Final[dict[tuple[int, bytes], bytes]] = {}
 
 
 def _status_line(status: int, reason: bytes) -> bytes:

@@ -23,6 +23,8 @@ upstream had just closed (the keep-alive race) from a broken response.
 
 from __future__ import annotations
 
+from typing import Final
+
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from mapmesh.proxy.protocol.events import (
@@ -37,8 +39,8 @@ from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, H
 
 __all__ = ["CLOSED_BEFORE_RESPONSE", "Http1ClientCodec"]
 
-CLOSED_BEFORE_RESPONSE = "upstream closed the connection before responding"
-_VERSIONS = {b"HTTP/1.1 ": "1.1", b"HTTP/1.0 ": "1.0"}
+CLOSED_BEFORE_RESPONSE: Final = "upstream closed the connection before responding"
+_VERSIONS: Final = {b"HTTP/1.1 ": "1.1", b"HTTP/1.0 ": "1.0"}
 
 
 class Http1ClientCodec(FramingReader):
@@ -129,7 +131,7 @@ class Http1ClientCodec(FramingReader):
         scan = scan_head(head, line_end)
         chunked = False
         if scan.transfer_encoding:
-            if scan.transfer_encoding != [b"chunked"]:
+            if scan.transfer_encoding != (b"chunked",):
                 return self._fail(502, "unsupported transfer coding from upstream")
             if scan.content_length is not None:
                 return self._fail(502, "both Content-Length and Transfer-Encoding")

@@ -30,6 +30,8 @@ a tunnel, which is the router's business. Upgrade requests (WebSocket) are repor
 
 from __future__ import annotations
 
+from typing import Final
+
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from mapmesh.proxy.protocol.events import ConnectionClosed, Event, ProtocolError, RequestHead
@@ -37,6 +39,8 @@ from mapmesh.proxy.protocol.headers import FieldScan, cut_lines, replace_field, 
 from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
 
 __all__ = ["Http1ServerCodec", "split_absolute_form"]
+
+_VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
 class Http1ServerCodec(FramingReader):
@@ -89,12 +93,16 @@ class Http1ServerCodec(FramingReader):
         if not callbacks.message_done:
             self._parser = None  # llhttp now expects a body it will never see
 
-        http_version = parser.get_http_version()  # llhttp's reading, not a guess from bytes
-        if http_version != "1.1" and http_version != "1.0":
-            if http_version == "0.9":
+        # llhttp accepted the request line, so it ends with exactly "HTTP/d.d", or has no
+        # version at all (HTTP/0.9): reading those bytes is cheaper than asking llhttp for a
+        # string. (No negative slice start: compiled code does not wrap it around.)
+        line_end = head.find(b"\r\n")
+        token = head[line_end - 8 : line_end] if line_end > 8 else b""
+        http_version = _VERSIONS.get(token)
+        if http_version is None:
+            if token[:5] != b"HTTP/":
                 return self._fail(400, "malformed request line")
             return self._fail(505, "HTTP version not supported")
-        line_end = head.find(b"\r\n")
         http11 = http_version == "1.1"
         method = parser.get_method()
         target = callbacks.url
@@ -102,10 +110,9 @@ class Http1ServerCodec(FramingReader):
 
         if scan.ambiguous:
             return self._fail(400, "framing field spelled with an underscore")
-        hosts = scan.hosts
-        if len(hosts) > 1:
+        if scan.host_count > 1:
             return self._fail(400, "multiple Host fields")
-        host = hosts[0] if hosts else None
+        host = scan.host
         framing = _body_framing(scan, http11)
         if isinstance(framing, tuple):
             return self._fail(*framing)
@@ -173,7 +180,7 @@ def _body_framing(scan: FieldScan, http11: bool) -> bool | tuple[int, str]:
         return False
     if not http11:
         return 400, "Transfer-Encoding in an HTTP/1.0 request"
-    if scan.transfer_encoding != [b"chunked"]:
+    if scan.transfer_encoding != (b"chunked",):
         return 501, "unsupported transfer coding"
     if scan.content_length is not None:
         return 400, "both Content-Length and Transfer-Encoding"

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from mapmesh.model import snapshot
 
@@ -66,7 +67,7 @@ __all__ = [
     "OverflowReason",
 ]
 
-OVERLOADED_HEADER = ("x-mapmesh-overloaded", "true")
+OVERLOADED_HEADER: Final = ("x-mapmesh-overloaded", "true")
 """The header every overflow answer carries."""
 
 
@@ -105,11 +106,11 @@ class Overflow:
 
 Admission = Admit | Overflow
 
-ADMIT_ASSIGN = Admit(Action.ASSIGN)
-ADMIT_CONNECT = Admit(Action.CONNECT)
-ADMIT_QUEUE = Admit(Action.QUEUE)
-_OVERFLOW_REQUESTS = Overflow(OverflowReason.MAX_REQUESTS)
-_OVERFLOW_PENDING = Overflow(OverflowReason.MAX_PENDING_REQUESTS)
+ADMIT_ASSIGN: Final = Admit(Action.ASSIGN)
+ADMIT_CONNECT: Final = Admit(Action.CONNECT)
+ADMIT_QUEUE: Final = Admit(Action.QUEUE)
+_OVERFLOW_REQUESTS: Final = Overflow(OverflowReason.MAX_REQUESTS)
+_OVERFLOW_PENDING: Final = Overflow(OverflowReason.MAX_PENDING_REQUESTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ multiplication is truncated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = [
     "DEFAULT_BUDGET_PERCENT",
@@ -39,10 +39,10 @@ __all__ = [
     "UnlimitedBudget",
 ]
 
-DEFAULT_BUDGET_PERCENT = 20.0
+DEFAULT_BUDGET_PERCENT: Final = 20.0
 """Envoy's ``retry_budget.budget_percent`` default."""
 
-DEFAULT_MIN_RETRY_CONCURRENCY = 3
+DEFAULT_MIN_RETRY_CONCURRENCY: Final = 3
 """Envoy's ``retry_budget.min_retry_concurrency`` default."""
 
 
@@ -163,5 +163,5 @@ class UnlimitedBudget:
         )
 
 
-UNLIMITED = UnlimitedBudget()
+UNLIMITED: Final = UnlimitedBudget()
 """The shared null budget."""

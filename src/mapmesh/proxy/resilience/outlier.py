@@ -51,7 +51,7 @@ import heapq
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.resilience.retry import Failure, Outcome
@@ -71,7 +71,7 @@ __all__ = [
 
 K = TypeVar("K", bound=Hashable)
 
-MAX_EJECTION_MS = 300_000
+MAX_EJECTION_MS: Final = 300_000
 """Longest ejection unless ``base_ejection_ms`` is longer (Envoy's ``max_ejection_time``)."""
 
 

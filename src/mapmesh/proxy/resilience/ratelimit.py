@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["BucketStatistics", "TokenBucket", "retry_after"]
 
-_EPSILON = 1e-9
+_EPSILON: Final = 1e-9
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Final
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.resilience.budget import UNLIMITED, Budget
@@ -97,7 +98,7 @@ class Failure(Enum):
         return _FAILURE_FLAGS[self]
 
 
-_FAILURE_FLAGS = {
+_FAILURE_FLAGS: Final = {
     Failure.CONNECT_FAILURE: "UF",
     Failure.CONNECTION_RESET: "UC",
     Failure.STREAM_RESET: "UR",
@@ -124,14 +125,14 @@ class RetryOn(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-_HTTP_EVENTS = (
+_HTTP_EVENTS: Final = (
     RetryOn.SERVER_ERROR,
     RetryOn.GATEWAY_ERROR,
     RetryOn.CLIENT_ERROR,
     RetryOn.STREAM_ERROR,
 )
-_TCP_EVENTS = (RetryOn.CONNECTION_ERROR,)
-GRPC_STATUS_EVENTS: Mapping[int, RetryOn] = {
+_TCP_EVENTS: Final = (RetryOn.CONNECTION_ERROR,)
+GRPC_STATUS_EVENTS: Final[Mapping[int, RetryOn]] = {
     1: RetryOn.CANCELLED,
     4: RetryOn.DEADLINE_EXCEEDED,
     8: RetryOn.RESOURCE_EXHAUSTED,
@@ -139,11 +140,11 @@ GRPC_STATUS_EVENTS: Mapping[int, RetryOn] = {
     14: RetryOn.UNAVAILABLE,
 }
 """gRPC status code → the gRPC retry event it triggers."""
-_GRPC_EVENTS = tuple(GRPC_STATUS_EVENTS.values())
+_GRPC_EVENTS: Final = tuple(GRPC_STATUS_EVENTS.values())
 
 # Which events cover a local failure, most specific first: the first configured one names
 # the retry.
-_FAILURE_EVENTS = {
+_FAILURE_EVENTS: Final = {
     Failure.CONNECT_FAILURE: (
         RetryOn.CONNECTION_ERROR,
         RetryOn.GATEWAY_ERROR,
@@ -178,7 +179,7 @@ class NoRetryReason(Enum):
         return _NO_RETRY_FLAGS.get(self)
 
 
-_NO_RETRY_FLAGS = {
+_NO_RETRY_FLAGS: Final = {
     NoRetryReason.LIMIT_EXCEEDED: "URX",
     NoRetryReason.BUDGET_EXHAUSTED: "UO",
     NoRetryReason.OVERALL_DEADLINE: "UT",
@@ -211,8 +212,8 @@ class NoRetry:
 
 RetryDecision = Done | Retry | NoRetry
 
-DONE = Done()
-_NO_RETRY = {reason: NoRetry(reason) for reason in NoRetryReason}
+DONE: Final = Done()
+_NO_RETRY: Final = {reason: NoRetry(reason) for reason in NoRetryReason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +466,6 @@ def _status_event(status: int, events: frozenset[RetryOn]) -> RetryOn | None:
     return None
 
 
-NO_RETRIES = RetryPolicy(max_retries=0, per_try_timeout_ms=0, http_events=(), tcp_events=())
+NO_RETRIES: Final = RetryPolicy(max_retries=0, per_try_timeout_ms=0, http_events=(), tcp_events=())
 """The null policy (tcp routes): failures are final, responses are used as they are, and no
 per-try bound applies."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 from mapmesh.model.snapshot import HeaderMatch, HostnameMatch, QueryMatch, RouteMatch
 from mapmesh.proxy.routing.request import RequestHead
@@ -53,7 +53,7 @@ Test = Callable[[str, RequestHead], bool]
 _Value = Callable[[str], bool]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*", re.ASCII)
+_INTEGER: Final = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*", re.ASCII)
 
 
 NoRouteCause = Literal["route_not_matched", "empty_table", "unknown_host"]

@@ -20,15 +20,15 @@ otherwise grow without bound.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 from mapmesh.proxy.stats import CODE_CLASS, LATENCY_BOUNDS_MS, Histogram, Labels, Stats
 
 __all__ = ["MAX_EDGES", "OVERFLOW", "Edge", "EdgeSet", "Mark"]
 
-MAX_EDGES = 1000
-OVERFLOW = "-"
-_REPORTED_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+MAX_EDGES: Final = 1000
+OVERFLOW: Final = "-"
+_REPORTED_CLASSES: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 Mark = tuple[tuple[int, ...], dict[str, int], tuple[int, ...]]
 """An edge's counts at one moment: (statuses, flags, latency buckets)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mapmesh.proxy.telemetry.tracing import Trace
 
@@ -29,15 +29,15 @@ __all__ = [
     "spans_of",
 ]
 
-SERVER = "server"
-CLIENT = "client"
+SERVER: Final = "server"
+CLIENT: Final = "client"
 
 # Wall-clock time of monotonic 0: the request path reads one clock, exporters convert.
-WALL_OFFSET = time.time() - time.monotonic()
+WALL_OFFSET: Final = time.time() - time.monotonic()
 # The control plane refuses a report with longer names or values (docs/telemetry.md): what
 # a client sent (path, request id, Host) is cut to these when spans are made.
-MAX_NAME = 255
-MAX_TEXT = 1024
+MAX_NAME: Final = 255
+MAX_TEXT: Final = 1024
 
 TracedRequest = tuple[
     Trace,

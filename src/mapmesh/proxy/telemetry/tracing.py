@@ -38,6 +38,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from typing import Final
 
 from mapmesh.proxy.protocol.events import RequestHead
 
@@ -53,16 +54,17 @@ __all__ = [
     "trace_fields",
 ]
 
-_ids = random.Random(os.urandom(16))
-_bits = _ids.getrandbits
-_random_bytes = _ids.randbytes
-_random = _ids.random
+_ids: Final = random.Random(os.urandom(16))
+_bits: Final = _ids.getrandbits
+_random: Final = _ids.random
 
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
-_AMZN_ROOT = re.compile(rb"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
-_HEX16 = re.compile(rb"[0-9a-fA-F]{16}")
+_TRACEPARENT: Final = re.compile(
+    rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?"
+)
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
+_AMZN_ROOT: Final = re.compile(rb"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
+_HEX16: Final = re.compile(rb"[0-9a-fA-F]{16}")
 
 Attempt = tuple[bytes, float, float, str, int, str]
 """A finished upstream attempt (a client span): (span id, start, end — monotonic seconds —,
@@ -71,6 +73,11 @@ endpoint ``address:port``, status (0: none), response flag or "")."""
 
 def new_span_id() -> bytes:
     return b"%016x" % _bits(64)
+
+
+def _random_bytes(count: int) -> bytes:
+    """``count`` random bytes (``Random.randbytes`` is Python code in 3.11; this is two C calls)."""
+    return _bits(count * 8).to_bytes(count, "little")
 
 
 class Trace:
@@ -134,7 +141,7 @@ class Trace:
             self.attempts.append(attempt)
 
 
-DEFAULT_RATE_LIMIT = 50.0
+DEFAULT_RATE_LIMIT: Final = 50.0
 """Traces a proxy starts per second at most, by default."""
 
 
@@ -179,7 +186,7 @@ class Sampler:
         return True
 
 
-NEVER = Sampler(0.0)
+NEVER: Final = Sampler(0.0)
 """A sampler that starts no trace (contexts that arrive sampled are still followed)."""
 
 
