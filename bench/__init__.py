@@ -29,14 +29,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "RESULTS_DIR",
     "ROOT",
+    "CpuGroup",
     "CpuQuota",
     "CpuSample",
     "CpuShares",
+    "IdleGroup",
     "Processes",
     "Spawned",
     "child_cpu_seconds",
@@ -121,40 +123,29 @@ def _nice_autogroup(nice: int) -> None:
         Path("/proc/self/autogroup").write_text(str(nice))
 
 
-class CpuQuota:
-    """A CFS bandwidth limit: processes spawned into it get ``fraction`` of one core.
+class CpuGroup:
+    """A cgroup of the ``cpu`` controller (v1 or v2) for the children a benchmark starts;
+    the subclasses say what it limits. Needs root; removed on exit."""
 
-    Why: on a 2-core box one load generator core cannot always saturate a fast server on
-    the other core; capping the server at, say, half a core makes the server the
-    bottleneck again, so queries/s divided by the fraction is its capacity per core.
-    Uses cgroup v1's ``cpu`` controller or cgroup v2's ``cpu.max``; needs root.
-    """
-
-    def __init__(self, name: str, fraction: float, period_us: int = 100_000) -> None:
-        if not 0 < fraction <= 64:
-            raise ValueError("fraction must be in (0, 64]")
-        self.fraction = fraction
-        self.period_us = period_us
+    def __init__(self, name: str) -> None:
         v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
         if (v1 / "cpu.cfs_quota_us").exists():
             self.path, self._v2 = v1 / name, False
         elif "cpu" in _read(v2 / "cgroup.controllers").split():
             self.path, self._v2 = v2 / name, True
         else:
-            raise RuntimeError("no cgroup cpu controller: run without a server CPU quota")
+            raise RuntimeError("no cgroup cpu controller")
 
-    def __enter__(self) -> CpuQuota:
-        quota = int(self.fraction * self.period_us)
+    def __enter__(self) -> Self:
         try:
             self.path.mkdir(exist_ok=True)
-            if self._v2:
-                (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
-            else:
-                (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
-                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            self._configure()
         except OSError as exc:
-            raise RuntimeError(f"cannot set up a CPU quota in {self.path}: {exc}") from exc
+            raise RuntimeError(f"cannot set up the cgroup {self.path}: {exc}") from exc
         return self
+
+    def _configure(self) -> None:
+        raise NotImplementedError
 
     def __exit__(self, *exc_info: object) -> None:
         for _ in range(50):  # the cgroup can be removed once its processes are gone
@@ -170,10 +161,44 @@ class CpuQuota:
         """Moves the calling process (a child about to exec) into the cgroup."""
         (self.path / "cgroup.procs").write_text(str(os.getpid()))
 
+
+class CpuQuota(CpuGroup):
+    """A CFS bandwidth limit: processes spawned into it get ``fraction`` of one core.
+
+    Why: on a 2-core box one load generator core cannot always saturate a fast server on
+    the other core; capping the server at, say, half a core makes the server the
+    bottleneck again, so queries/s divided by the fraction is its capacity per core.
+    """
+
+    def __init__(self, name: str, fraction: float, period_us: int = 100_000) -> None:
+        if not 0 < fraction <= 64:
+            raise ValueError("fraction must be in (0, 64]")
+        super().__init__(name)
+        self.fraction = fraction
+        self.period_us = period_us
+
+    def _configure(self) -> None:
+        quota = int(self.fraction * self.period_us)
+        if self._v2:
+            (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+
     def throttled(self) -> tuple[int, int]:
         """(periods, periods in which the quota ran out) so far."""
         stats = dict(line.split() for line in _read(self.path / "cpu.stat").splitlines())
         return int(stats.get("nr_periods", 0)), int(stats.get("nr_throttled", 0))
+
+
+class IdleGroup(CpuGroup):
+    """Processes that run only when nothing else on their core wants to (``cpu.idle``,
+    the cgroup form of ``SCHED_IDLE``): a process that wakes on that core preempts them at
+    once. Lower than nice 19, which still earns a share of the core and, once owed it,
+    holds the core for a time slice while the process beside it waits."""
+
+    def _configure(self) -> None:
+        (self.path / "cpu.idle").write_text("1")
 
 
 def _read(path: Path) -> str:
@@ -220,15 +245,15 @@ class Processes:
         log_path: Path,
         *,
         cpu: int | None = None,
-        quota: CpuQuota | None = None,
+        cgroup: CpuGroup | None = None,
         nice: int = 0,
     ) -> Spawned:
         command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
 
         def prepare_child() -> None:
             _die_with_parent()
-            if quota is not None:
-                quota.join()
+            if cgroup is not None:
+                cgroup.join()
             if nice:
                 os.nice(nice)
                 _nice_autogroup(nice)
@@ -289,12 +314,12 @@ def start_mapmesh(
     data_dir: Path,
     *,
     cpu: int | None,
-    quota: CpuQuota | None = None,
+    cgroup: CpuGroup | None = None,
     nice: int = 0,
     timeout: float = 30.0,
 ) -> tuple[Spawned, int, int]:
-    """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``, at
-    scheduling priority ``nice``.
+    """``mapmesh server`` on free ports, pinned whole (every thread) to ``cpu``, in
+    ``cgroup`` (a CPU quota, or idle priority) and at scheduling priority ``nice``.
 
     Returns the process, the API port and the DNS port once ``/healthz`` answers.
     """
@@ -309,7 +334,7 @@ def start_mapmesh(
         "--log-level", "warning",
     ]  # fmt: skip
     log = data_dir.parent / "mapmesh.log"
-    server = processes.spawn("mapmesh", argv, log, cpu=cpu, quota=quota, nice=nice)
+    server = processes.spawn("mapmesh", argv, log, cpu=cpu, cgroup=cgroup, nice=nice)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"http://127.0.0.1:{port}/healthz"):
         server.check_alive()

@@ -501,7 +501,7 @@ def start_nsd(
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(check)} failed:\n{done.stdout}{done.stderr}")
     argv = ["nsd", "-d", "-c", str(conf)]
-    nsd = processes.spawn("nsd", argv, workdir / "nsd.out", cpu=cpu, quota=quota)
+    nsd = processes.spawn("nsd", argv, workdir / "nsd.out", cpu=cpu, cgroup=quota)
     return Target("nsd", nsd, port, quota)
 
 
@@ -629,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_file.write_text("".join(f"{name} {rdtype}\n" for name, rdtype in queries))
         print(f"starting mapmesh and nsd (pinned to CPU {args.server_cpu}) in {workdir}")
         process, api_port, dns_port = start_mapmesh(
-            processes, workdir / "mapmesh-data", cpu=args.server_cpu, quota=quotas["mapmesh"]
+            processes, workdir / "mapmesh-data", cpu=args.server_cpu, cgroup=quotas["mapmesh"]
         )
         mapmesh = Target("mapmesh", process, dns_port, quotas["mapmesh"])
         seed_mapmesh(f"http://127.0.0.1:{api_port}", services)

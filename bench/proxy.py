@@ -54,12 +54,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import (
+    IdleGroup,
     Processes,
     Spawned,
     child_cpu_seconds,
@@ -1251,8 +1252,23 @@ def raise_fd_limit() -> None:
         )
 
 
+@contextlib.contextmanager
+def idle_priority(name: str) -> Iterator[IdleGroup | None]:
+    """An idle-priority cgroup for the control plane, or None (then it runs at nice 19)."""
+    with contextlib.ExitStack() as stack:
+        group: IdleGroup | None = None
+        try:
+            group = stack.enter_context(IdleGroup(name))
+        except RuntimeError as exc:
+            print(f"note: {exc}; the control plane runs at nice 19 instead")
+        yield group
+
+
 def start_targets(
-    processes: Processes, workdir: Path, args: argparse.Namespace
+    processes: Processes,
+    workdir: Path,
+    args: argparse.Namespace,
+    control_plane_group: IdleGroup | None,
 ) -> tuple[Spawned, dict[str, Target], str, int]:
     upstream_port = free_port()
     upstream = start_nginx(
@@ -1278,12 +1294,20 @@ def start_targets(
             args.proxy_cpu,
         ),
     )
-    print(f"starting mapmesh server (pinned to CPU {args.client_cpu}) in {workdir}")
-    # The control plane runs elsewhere in production. Here it shares the proxy's core at the
-    # lowest priority: a waking proxy preempts it at once, and its work (storing the
-    # sidecar's telemetry reports) never delays the load generator, which busy-polls its
-    # core and would otherwise send late while the control plane holds a time slice.
-    _, api_port, _ = start_mapmesh(processes, workdir / "data", cpu=args.proxy_cpu, nice=19)
+    print(f"starting mapmesh server (pinned to CPU {args.proxy_cpu}, idle priority) in {workdir}")
+    # The control plane runs elsewhere in production. Here it shares the proxy's core at idle
+    # priority: it runs when the proxy and the upstream both wait, and either preempts it as
+    # it wakes. Its work (storing the sidecar's telemetry reports) then never delays the
+    # load generator, which busy-polls its core and would send late while the control plane
+    # held a time slice there, nor the proxy, as it did at nice 19 (the scheduler still owes
+    # a nice-19 process a share of the core, and pays it in whole time slices).
+    _, api_port, _ = start_mapmesh(
+        processes,
+        workdir / "data",
+        cpu=args.proxy_cpu,
+        cgroup=control_plane_group,
+        nice=0 if control_plane_group is not None else 19,
+    )
     api_url = f"http://127.0.0.1:{api_port}"
     seed(api_url, upstream_port)
     out, admin = free_port(), free_port()
@@ -1634,8 +1658,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile: dict[str, Any] = {}
     rates = list(args.rates)
     args.requested_rates, args.extra_rate = list(args.rates), None
-    with temp_dir("proxy", args.keep_temp) as workdir, Processes() as processes:
-        upstream, targets, api_url, upstream_port = start_targets(processes, workdir, args)
+    with (
+        temp_dir("proxy", args.keep_temp) as workdir,
+        idle_priority(f"mapmesh-bench-{workdir.name}") as control_plane_group,
+        Processes() as processes,
+    ):
+        upstream, targets, api_url, upstream_port = start_targets(
+            processes, workdir, args, control_plane_group
+        )
         chosen = [t for t in TARGETS if t in args.targets]
         print("all targets answer 200 with the upstream's body: " + ", ".join(chosen))
         if "memory" not in args.skip:
