@@ -30,6 +30,7 @@ __all__ = ["MODULES", "STAMP", "compiled", "guard", "source_digests"]
 MODULES: tuple[str, ...] = (
     "mapmesh.proxy.backend_port",
     "mapmesh.proxy.cluster",
+    "mapmesh.proxy.config",
     "mapmesh.proxy.deadlines",
     "mapmesh.proxy.downstream",
     "mapmesh.proxy.forwarding",
