@@ -8,6 +8,7 @@ destination or cluster changes.
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ import pytest
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
-from mapmesh.proxy.stats import LATENCY_BOUNDS_MS, METRICS, Stats
+from mapmesh.proxy.stats import BOUNDS_S, LATENCY_BOUNDS_MS, METRICS, Histogram, Stats
 from mapmesh.proxy.telemetry.edges import EdgeSet
 from mapmesh.proxy.telemetry.otlp import OtlpExporter
 from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
@@ -167,3 +168,18 @@ def test_the_event_log_is_bounded() -> None:
     assert (len(stats.events), stats.events.dropped) == (3, 2)
     taken = stats.events.take(2)
     assert [event[2]["endpoint"] for event in taken] == ["10.0.0.0:80", "10.0.0.1:80"]
+
+
+def test_a_histogram_buckets_as_the_prometheus_le_bounds_say() -> None:
+    rng = random.Random(5)
+    values = [
+        *BOUNDS_S,
+        0.0,
+        -1.0,
+        1e9,
+        *(rng.random() * 10 ** rng.randint(-5, 2) for _ in range(2000)),
+    ]
+    for value in values:
+        histogram = Histogram()
+        histogram.observe(value)
+        assert histogram.counts.index(1) == bisect.bisect_left(BOUNDS_S, value), value

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from mapmesh.proxy.protocol.events import (
     Body,
@@ -30,6 +30,8 @@ from mapmesh.proxy.protocol.events import (
 from mapmesh.proxy.protocol.http1_client import Http1ClientCodec
 
 __all__ = ["ResponseSink", "UpstreamConnection", "UpstreamFailure", "connect"]
+
+_monotonic: Final = time.monotonic  # called per request: no module attribute look-up
 
 
 class UpstreamFailure(Exception):
@@ -89,7 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.closed_locally = False
         self.requests = 0
-        self.last_activity = time.monotonic()
+        self.last_activity = _monotonic()
         self.idle_timeout: float | None = None  # while a response streams: the route's idle
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -98,7 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        self.last_activity = _monotonic()
         self._codec.receive_data(data)
         self._drain_events()
 
@@ -135,7 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._codec.start_request(method)
         self._in_exchange = True
         self.idle_timeout = None
-        self.last_activity = time.monotonic()
+        self.last_activity = _monotonic()
         self.requests += 1
         self._listener = listener
         self._head_delivered = False
