@@ -68,7 +68,7 @@ _WALL_OFFSET: Final = time.time() - time.monotonic()
 
 
 class DownstreamExchange:
-    """One request from downstream and its response (the forwarding's Exchange)."""
+    """One request from downstream and its response (what a forwarding serves)."""
 
     __slots__ = (
         "_body_done",

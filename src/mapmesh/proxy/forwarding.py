@@ -37,13 +37,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.pool import EndpointKey
-from mapmesh.proxy.protocol.events import RequestHead, ResponseHead
+from mapmesh.proxy.protocol.events import ResponseHead
 from mapmesh.proxy.protocol.http1 import request_head_bytes
 from mapmesh.proxy.resilience.breaker import OVERLOADED_HEADER, Overflow
 from mapmesh.proxy.resilience.retry import (
@@ -57,10 +57,12 @@ from mapmesh.proxy.resilience.retry import (
     RetryPolicy,
     RetryState,
 )
-from mapmesh.proxy.telemetry.tracing import Trace
 from mapmesh.proxy.upstream import UpstreamConnection, UpstreamFailure
 
-__all__ = ["Exchange", "Forwarding", "LocalReply", "Target"]
+if TYPE_CHECKING:  # the downstream module imports this one
+    from mapmesh.proxy.downstream import DownstreamExchange
+
+__all__ = ["Forwarding", "LocalReply", "Target"]
 
 log = logging.getLogger("mapmesh.proxy")
 
@@ -86,31 +88,7 @@ REQUEST_TIMEOUT_REPLY: Final = LocalReply(
 INTERNAL_ERROR_REPLY: Final = LocalReply(500, "internal proxy error", "PE")
 
 BODY_PENDING: Final = object()
-"""What :meth:`Exchange.request_body` returns while a replayable body is still arriving."""
-
-
-class Exchange(Protocol):
-    """What forwarding needs from the downstream side of one request."""
-
-    head: RequestHead
-    request_id: bytes
-    added_fields: bytes  # field lines the proxy adds upstream (x-request-id, traceparent)
-    trace: Trace | None  # a sampled request's trace; None when not sampled
-    flags: list[str]
-    upstream: str | None
-    route_name: str | None
-    destination: str | None  # the virtual service (or host) the request is for
-
-    def request_body(self, ready: Callable[[bytes | None], None]) -> object:
-        """The whole body when it is small enough to replay (``b""`` for none), None when
-        it must stream, or :data:`BODY_PENDING` — then ``ready`` is called once it is."""
-        ...
-
-    def stream_body_to(self, conn: UpstreamConnection) -> None: ...
-
-    def respond(self, response: ResponseHead, conn: UpstreamConnection) -> None: ...
-
-    def reply(self, reply: LocalReply) -> None: ...
+"""What ``DownstreamExchange.request_body`` returns while a replayable body is arriving."""
 
 
 class Target:
@@ -167,7 +145,7 @@ class Forwarding:
 
     def __init__(
         self,
-        exchange: Exchange,
+        exchange: DownstreamExchange,
         target: Target,
         clock: Callable[[], float],
         deadlines: Deadlines,

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.config import PASSTHROUGH_TIMEOUTS, ProxyConfig
 from mapmesh.proxy.deadlines import Deadlines
-from mapmesh.proxy.forwarding import Exchange, Forwarding, LocalReply, Target
+from mapmesh.proxy.forwarding import Forwarding, LocalReply, Target
 from mapmesh.proxy.protocol.events import RequestHead
 from mapmesh.proxy.protocol.headers import header_map
 from mapmesh.proxy.route import NoRoute, RouteHit
@@ -31,7 +31,10 @@ from mapmesh.proxy.routing.request import RequestHead as MatchHead
 from mapmesh.proxy.routing.request import split_authority
 from mapmesh.proxy.stats import Stats
 
-__all__ = ["Exchange", "LocalReply", "Router"]
+if TYPE_CHECKING:  # the downstream module imports this one
+    from mapmesh.proxy.downstream import DownstreamExchange
+
+__all__ = ["LocalReply", "Router"]
 
 
 class _LazyHeaders(Mapping[str, str]):
@@ -93,7 +96,7 @@ class Router:
         self._passthrough = passthrough
         self._authorities: dict[bytes | None, tuple[str, int]] = {}
 
-    def handle(self, config: ProxyConfig, exchange: Exchange) -> Forwarding | None:
+    def handle(self, config: ProxyConfig, exchange: DownstreamExchange) -> Forwarding | None:
         """Answer the request or start forwarding it (returned, so it can be cancelled)."""
         target = self._target(config, exchange)
         if isinstance(target, LocalReply):
@@ -105,7 +108,7 @@ class Router:
 
     # -- where the request goes ----------------------------------------------------------
 
-    def _target(self, config: ProxyConfig, exchange: Exchange) -> Target | LocalReply:
+    def _target(self, config: ProxyConfig, exchange: DownstreamExchange) -> Target | LocalReply:
         if self.kind == "inbound":
             local = self._inbound() if self._inbound is not None else None
             if local is None:
@@ -160,7 +163,7 @@ class Router:
     def _to_route(
         self,
         config: ProxyConfig,
-        exchange: Exchange,
+        exchange: DownstreamExchange,
         hit: RouteHit,
         path: str | None = None,
         new_host: str | None = None,

@@ -1,11 +1,11 @@
 """One keep-alive connection to an upstream endpoint, as an asyncio Protocol.
 
 The connection carries one exchange at a time. The request's forwarding sends a head (and
-body) with :meth:`UpstreamConnection.send`, naming a :class:`ResponseListener` that is
-called back from ``data_received`` with the response head or the failure — no future, no
-task. Once it decides to forward the response it attaches a :class:`ResponseSink`, and from
-then on body bytes flow straight from ``data_received`` into the sink (the downstream
-connection).
+body) with :meth:`UpstreamConnection.send`, naming itself as the listener that is called
+back from ``data_received`` with the response head or the failure — no future, no task.
+Once it decides to forward the response it attaches the downstream exchange as the sink,
+and from then on body bytes flow straight from ``data_received`` into it. Both are the
+concrete classes, not protocols: compiled, a call to either is then a direct C call.
 When the response ends and the codec says the connection can carry another request, the
 connection goes back to its pool; otherwise it closes.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from mapmesh.proxy.protocol.events import (
     Body,
@@ -29,7 +29,11 @@ from mapmesh.proxy.protocol.events import (
 )
 from mapmesh.proxy.protocol.http1_client import Http1ClientCodec
 
-__all__ = ["ResponseSink", "UpstreamConnection", "UpstreamFailure", "connect"]
+if TYPE_CHECKING:  # both modules import this one
+    from mapmesh.proxy.downstream import DownstreamExchange
+    from mapmesh.proxy.forwarding import Forwarding
+
+__all__ = ["UpstreamConnection", "UpstreamFailure", "connect"]
 
 _monotonic: Final = time.monotonic  # called per request: no module attribute look-up
 
@@ -47,28 +51,6 @@ class UpstreamFailure(Exception):
         self.detail = detail
 
 
-class ResponseSink(Protocol):
-    """Where a forwarded response body goes (the downstream exchange)."""
-
-    def body(self, data: bytes) -> None: ...
-
-    def end(self, trailers: list[tuple[bytes, bytes]]) -> None: ...
-
-    def abort(self, reason: str, flag: str) -> None: ...
-
-    def flush(self) -> None:
-        """Send what is held back (a head waiting to leave with the first body bytes)."""
-        ...
-
-
-class ResponseListener(Protocol):
-    """Who waits for the response head of the request in flight (the forwarding)."""
-
-    def on_response_head(self, conn: UpstreamConnection, response: ResponseHead) -> None: ...
-
-    def on_upstream_failure(self, conn: UpstreamConnection, failure: UpstreamFailure) -> None: ...
-
-
 ExchangeEnd = Callable[["UpstreamConnection", bool], None]
 
 
@@ -83,9 +65,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_exchange_end = on_exchange_end
         self._on_close = on_close
         self.transport: asyncio.Transport | None = None
-        self._listener: ResponseListener | None = None
+        self._listener: Forwarding | None = None
         self._head_delivered = False  # body events wait for a sink from here on
-        self._sink: ResponseSink | None = None
+        self._sink: DownstreamExchange | None = None
         self._draining = False
         self._in_exchange = False
         self.closed = False
@@ -128,7 +110,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Idle and able to carry a request (the upstream may have closed it meanwhile)."""
         return not self.closed and not self._in_exchange and self._codec.reusable
 
-    def send(self, method: bytes, data: bytes, listener: ResponseListener) -> None:
+    def send(self, method: bytes, data: bytes, listener: Forwarding) -> None:
         """Start an exchange: write the request head (and any body bytes already known);
         ``listener`` hears about the response head or the failure, exactly once."""
         assert self.transport is not None
@@ -154,7 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         before control returns to the reader (and ``flush`` when the bytes run out)."""
         return self._draining
 
-    def forward_to(self, sink: ResponseSink) -> None:
+    def forward_to(self, sink: DownstreamExchange) -> None:
         """Stream the rest of the response (body, end) into ``sink``."""
         self._sink = sink
         self._head_delivered = False
