@@ -59,6 +59,7 @@ MODULES: tuple[str, ...] = (
     "mapmesh.proxy.routing.table",
     "mapmesh.proxy.routing.weighted",
     "mapmesh.proxy.telemetry.edges",
+    "mapmesh.proxy.telemetry.recorder",
     "mapmesh.proxy.telemetry.spans",
     "mapmesh.proxy.telemetry.tracing",
 )

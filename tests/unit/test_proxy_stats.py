@@ -11,8 +11,6 @@ from __future__ import annotations
 import bisect
 import random
 import re
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -91,44 +89,39 @@ def test_listener_series_are_sums_of_its_edges() -> None:
     assert 'mapmesh_downstream_rq_time_count{listener="inbound"} 1' in text
 
 
-def exchange(cluster: Any, destination: str, *, status: int = 200, answered: bool = True,
-             flags: list[str] | None = None, trace: Trace | None = None) -> Any:  # fmt: skip
-    forwarding = SimpleNamespace(cluster=cluster, attempt_started=10.0)
-    return SimpleNamespace(
-        forwarding=forwarding if cluster is not None else None, destination=destination,
-        status=status, started_mono=9.999, flags=flags or [], trace=trace,
-        response=object() if answered else None, upstream="127.0.0.1:9", head=SimpleNamespace(
-            method=b"GET", path=b"/"), request_id=b"r-1",
-    )  # fmt: skip
-
-
-def test_a_response_records_edge_cluster_time_flags_and_a_sampled_trace() -> None:
+def test_a_response_records_edge_cluster_time_and_flags() -> None:
     stats = Stats()
     edges = EdgeSet(stats)
-    sink = SpanBuffer(10)
-    listener = ListenerTelemetry("outbound", "outbound", edges, stats, sinks=(sink,))
+    listener = ListenerTelemetry("outbound", "outbound", edges, stats)
     runtime = ClusterRuntime(CLUSTER, stats, lambda: 0.0, random.Random(1))
     recorder = listener.recorder()
     for _ in range(3):
-        recorder.record(exchange(runtime, "worker.corp"), 10.01)
-    recorder.record(exchange(runtime, "other.corp", status=503, answered=False,
-                             flags=["UO"]), 10.01)  # fmt: skip
-    recorder.record(exchange(None, "nowhere.corp", status=404, answered=False,
-                             flags=["NR"]), 10.01)  # fmt: skip
-    trace = Trace(b"a" * 32, b"1" * 16, None, b"2" * 16)
-    recorder.record(exchange(runtime, "worker.corp", trace=trace), 10.01)
+        recorder.record(runtime, "worker.corp", 200, 0.011, 0.01, [])
+    recorder.record(runtime, "other.corp", 503, 0.011, -1.0, ["UO"])  # no upstream answered
+    recorder.record(None, "nowhere.corp", 404, 0.011, -1.0, ["NR"])
+    recorder.record(runtime, "worker.corp", 200, 0.011, 0.01, [])
     by_destination = {edge.destination: edge for edge in edges}
     assert sorted(by_destination) == ["nowhere.corp", "other.corp", "worker.corp"]
     assert by_destination["worker.corp"].status[2] == 4
     assert by_destination["other.corp"].flags == {"UO": 1}
+    assert by_destination["nowhere.corp"].cluster is None
     text = stats.render()
     assert 'mapmesh_upstream_rq_time_count{cluster="demo/worker:8080"} 4' in text
     assert 'mapmesh_downstream_rq_time_count{listener="outbound"} 6' in text
     assert 'mapmesh_downstream_rq_flags{listener="outbound",flag="UO"} 1' in text
-    assert 'mapmesh_tracing_requests_sampled{listener="outbound"} 1' in text
-    (traced,) = sink.take()
-    assert traced[0] is trace and traced[6] == "demo/worker:8080"
     runtime.close()
+
+
+def test_a_sampled_request_goes_to_every_exporter_and_is_counted() -> None:
+    stats = Stats()
+    sinks = (SpanBuffer(10), SpanBuffer(10))
+    listener = ListenerTelemetry("outbound", "outbound", EdgeSet(stats), stats, sinks=sinks)
+    trace = Trace(b"a" * 32, b"1" * 16, None, b"2" * 16)
+    request = (trace, 9.99, 10.01, 200, [], "127.0.0.1:9", "demo/worker:8080", "outbound",
+               "worker.corp", b"GET", b"/", b"r-1", 10.0)  # fmt: skip
+    listener.traced(request)
+    assert [sink.take() for sink in sinks] == [[request], [request]]
+    assert 'mapmesh_tracing_requests_sampled{listener="outbound"} 1' in stats.render()
 
 
 def test_inbound_edges_name_the_node_not_the_local_cluster() -> None:
@@ -136,7 +129,7 @@ def test_inbound_edges_name_the_node_not_the_local_cluster() -> None:
     edges = EdgeSet(stats)
     listener = ListenerTelemetry("inbound", "inbound", edges, stats, destination="worker")
     runtime = ClusterRuntime(CLUSTER, stats, lambda: 0.0, random.Random(1))
-    listener.recorder().record(exchange(runtime, None), 10.01)  # type: ignore[arg-type]
+    listener.recorder().record(runtime, None, 200, 0.011, 0.01, [])
     (edge,) = edges
     assert (edge.direction, edge.destination, edge.cluster) == ("inbound", "worker", None)
     runtime.close()
@@ -148,7 +141,7 @@ def test_every_series_is_declared() -> None:
     identity = Identity("demo", "virtualNode", "n", "n-1")
     runtime = ClusterRuntime(CLUSTER, stats, lambda: 0.0, random.Random(1))
     listener = ListenerTelemetry("outbound", "outbound", edges, stats)
-    listener.recorder().record(exchange(runtime, "w", status=503, flags=["UF"]), 10.01)
+    listener.recorder().record(runtime, "w", 503, 0.011, 0.01, ["UF"])
     Reporter("http://127.0.0.1:1", identity, edges, stats.events, SpanBuffer(1), stats,
              lambda: None)  # fmt: skip
     OtlpExporter("http://127.0.0.1:1", identity, SpanBuffer(1), stats)

@@ -260,7 +260,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.listener = listener
         self._labels = (("listener", listener),)
         self._rq_total = stats.cell("downstream_rq_total", self._labels)
-        self._record = telemetry.recorder().record  # downstream_rq_xx, _time: from edges
+        self._telemetry = telemetry
+        self._recorder = telemetry.recorder()  # downstream_rq_xx, _time: from edges
         self.sampler = telemetry.sampler
         self._on_close = on_close
         self._codec = Http1ServerCodec()
@@ -406,10 +407,45 @@ class DownstreamConnection(asyncio.Protocol):
         to each other, and a cycle per request would be left to the cyclic GC (its pauses
         show in the p99, and every request's objects would outlive it)."""
         now = _monotonic()
-        self._record(exchange, now)
+        forwarding = exchange.forwarding
+        cluster = forwarding.cluster if forwarding is not None else None
+        answered = forwarding is not None and exchange.response is not None
+        attempt_started = forwarding.attempt_started if forwarding is not None else 0.0
+        self._recorder.record(
+            cluster,
+            exchange.destination,
+            exchange.status,
+            now - exchange.started_mono,
+            now - attempt_started if answered else -1.0,
+            exchange.flags,
+        )
+        if exchange.trace is not None:
+            self._traced(exchange, exchange.trace, now, answered, attempt_started)
         if self._access_log.enabled:
             self._access_log.record(exchange, now)
         exchange.forwarding = None
+
+    def _traced(
+        self,
+        exchange: DownstreamExchange,
+        trace: Trace,
+        now: float,
+        answered: bool,
+        attempt_started: float,
+    ) -> None:
+        """A sampled request ended: its spans' makings go to the listener's exporters."""
+        telemetry = self._telemetry
+        forwarding = exchange.forwarding
+        head = exchange.head
+        telemetry.traced(
+            (
+                trace, exchange.started_mono, now, exchange.status, exchange.flags,
+                exchange.upstream, forwarding.cluster.name if forwarding is not None else None,
+                telemetry.name, telemetry.destination or exchange.destination or "",
+                head.method, head.path, exchange.request_id,
+                attempt_started if answered else None,
+            )
+        )  # fmt: skip
 
     def _pause(self) -> None:
         if self.transport is not None and not self._paused_by_us:
