@@ -88,6 +88,7 @@ HOST = f"{SERVICE}.{NAMESPACE}"
 BODY = b"hello from the upstream"  # nginx `return 200 "..."`, 23 bytes
 PROXIES = ("haproxy", "nginx", "mapmesh")
 TARGETS = ("direct", *PROXIES)
+VARIANT = "mapmesh-variant"  # a second sidecar with --variant-arg flags (latency runs only)
 READY_TARGET_MS = 300.0
 
 # The targets; ratios are mapmesh/HAProxy measured in the same run.
@@ -1206,6 +1207,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ARG",
         help="an extra flag for `mapmesh proxy` (repeatable): --sidecar-arg=--trace-sampling=0",
     )
+    p.add_argument(
+        "--variant-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help=f"also start a second sidecar ({VARIANT}) with this extra flag (repeatable) and "
+        "measure it in the latency runs beside the others: an A/B of a sidecar setting in "
+        "one run, e.g. --variant-arg=--trace-sampling=0",
+    )
     p.add_argument("--idle-connections", type=int, default=1000, help="for the RSS figure")
     p.add_argument("--ready-runs", type=int, default=5, help="starts per kind for ready time")
     p.add_argument(
@@ -1318,6 +1328,15 @@ def start_targets(
         cpu=args.proxy_cpu,
     )
     targets["mapmesh"] = Target("mapmesh", out, sidecar, admin)
+    if args.variant_arg:
+        out, admin = free_port(), free_port()
+        variant = processes.spawn(
+            VARIANT,
+            [*sidecar_argv(api_url, out, admin, None), *args.variant_arg],
+            workdir / "sidecar-variant.log",
+            cpu=args.proxy_cpu,
+        )
+        targets[VARIANT] = Target(VARIANT, out, variant, admin)
     for target in targets.values():
         wait_http_200(target.port, target.process)
         check_body(target)
@@ -1406,8 +1425,9 @@ def latency_summary(rate_runs: Sequence[RateRun]) -> dict[str, Any]:
                 "proxy_cpu": round(median([r.cpu.proxy for r in mine]), 3),
                 "late_sends": sum(r.result["late_sends"] for r in mine),
             }
+        proxies = [t for t in entry if t != "direct"]
         if "direct" in entry:
-            for t in PROXIES:
+            for t in proxies:
                 if t in entry:
                     entry[t]["added_p50_ms"] = round(
                         entry[t]["p50_ms"] - entry["direct"]["p50_ms"], 3
@@ -1416,7 +1436,7 @@ def latency_summary(rate_runs: Sequence[RateRun]) -> dict[str, Any]:
                         entry[t]["p99_ms"] - entry["direct"]["p99_ms"], 3
                     )
         if "haproxy" in entry and entry["haproxy"]["p99_ms"]:
-            for t in PROXIES:
+            for t in proxies:
                 if t in entry:
                     entry[t]["p99_vs_haproxy"] = round(
                         entry[t]["p99_ms"] / entry["haproxy"]["p99_ms"], 2
@@ -1567,7 +1587,7 @@ def print_report(
             )
         print("\nmedians over rounds")
         for rate, entry in summary["latency"].items():
-            for t in TARGETS:
+            for t in (*TARGETS, VARIANT):
                 if t in entry:
                     e = entry[t]
                     extra = (
@@ -1713,9 +1733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rates.append(extra)
                 args.extra_rate = extra
         if "latency" not in args.skip:
+            measured = [*chosen, *([VARIANT] if VARIANT in targets else [])]
             for rate in rates:
                 for n in range(1, args.latency_rounds + 1):
-                    for name in rotate(chosen, n - 1):
+                    for name in rotate(measured, n - 1):
                         rr = run_fixed_rate(targets[name], upstream, place, rate, args, n)
                         rate_runs.append(rr)
                         s = rr.result["from_schedule"]
