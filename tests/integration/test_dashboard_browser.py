@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ import httpx
 import pytest
 
 from tests.integration.sidecar_support import appmesh_client
-from tests.integration.test_cloudmap_api import http_namespace, wait_operation
+from tests.integration.telemetry_support import (
+    register_instance,
+    report_body,
+    wire_histogram,
+    wire_span,
+)
+from tests.integration.test_cloudmap_api import http_namespace
 from tests.support import ServerProcess
 
 sync_api = pytest.importorskip(
@@ -40,8 +47,8 @@ NO_CHROMIUM = "no chromium binary: apt-get install chromium, or set MAPMESH_CHRO
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
 
 WAIT_MS = 10_000
-BOUNDS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+_span = partial(wire_span, TRACE)  # a span of this test's trace
 GW_SERVER, GW_CLIENT = "a000000000000001", "a000000000000002"
 FE_SERVER, FE_CLIENT = "b000000000000001", "b000000000000002"
 WK_SERVER = "c000000000000001"
@@ -54,15 +61,6 @@ class Demo:
     namespace: str
 
 
-def _register(sd: Any, service_id: str, instance_id: str, port: int) -> None:
-    operation = sd.register_instance(
-        ServiceId=service_id,
-        InstanceId=instance_id,
-        Attributes={"AWS_INSTANCE_IPV4": "127.0.0.1", "AWS_INSTANCE_PORT": str(port)},
-    )["OperationId"]
-    assert wait_operation(sd, operation)["Status"] == "SUCCESS"
-
-
 def _build_mesh(url: str, sd: Any, mesh: str, namespace: str) -> None:
     """gateway ``gw`` → frontend.<ns> (node frontend, 2 instances) → worker.<ns> (node worker)."""
     ns_id = http_namespace(sd, namespace)
@@ -72,7 +70,7 @@ def _build_mesh(url: str, sd: Any, mesh: str, namespace: str) -> None:
     for node, instances, backends in (("frontend", 2, [f"worker.{namespace}"]), ("worker", 1, [])):
         service_id = sd.create_service(Name=node, NamespaceId=ns_id)["Service"]["Id"]
         for index in range(instances):
-            _register(sd, service_id, f"{node}-{index + 1}", 9000 + index)
+            register_instance(sd, service_id, f"{node}-{index + 1}", 9000 + index)
         appmesh.create_virtual_node(
             meshName=mesh, virtualNodeName=node,
             spec={"listeners": listener,
@@ -94,27 +92,8 @@ def _build_mesh(url: str, sd: Any, mesh: str, namespace: str) -> None:
     )  # fmt: skip
 
 
-def _histogram(counts: dict[int, int]) -> dict[str, Any]:
-    return {"bounds": BOUNDS, "counts": [counts.get(i, 0) for i in range(len(BOUNDS) + 1)]}
-
-
-def _span(span_id: str, parent: str | None, name: str, kind: str, start: float, ms: float,
-          node: str, status: int = 200) -> dict[str, Any]:  # fmt: skip
-    return {
-        "traceId": TRACE, "spanId": span_id, "parentSpanId": parent, "name": name, "kind": kind,
-        "start": start, "end": start + ms / 1000, "status": "ok" if status < 500 else "error",
-        "attributes": {"http.method": "GET", "http.target": "/", "http.status_code": status,
-                       "mapmesh.node": node},
-    }  # fmt: skip
-
-
 def _report(demo: Demo, kind: str, name: str, instance: str, **parts: Any) -> None:
-    now = time.time()
-    body = {
-        "mesh": demo.mesh, "kind": kind, "name": name, "instance": instance, "configVersion": 3,
-        "window": {"start": now - 2, "end": now}, "edges": parts.get("edges", []),
-        "events": parts.get("events", []), "spans": parts.get("spans", []),
-    }  # fmt: skip
+    body = report_body(demo.mesh, kind, name, instance, 3, **parts)
     answer = httpx.post(f"{demo.url}/v1/telemetry", json=body, timeout=5)
     assert answer.status_code == 204, answer.text
 
@@ -128,7 +107,7 @@ def _send_traffic(demo: Demo) -> None:
         edges=[{"direction": "gateway", "destination": f"frontend.{ns}",
                 "cluster": f"{mesh}/frontend:8080", "requests": 120,
                 "status": {"2xx": 114, "5xx": 6}, "flags": {"URX": 2},
-                "latencyMs": _histogram({2: 90, 3: 10, 4: 20})}],
+                "latencyMs": wire_histogram({2: 90, 3: 10, 4: 20})}],
         spans=[_span(GW_SERVER, None, "gateway gw", "server", start, 9, "gw"),
                _span(GW_CLIENT, GW_SERVER, f"outbound frontend.{ns}", "client", start + 0.0005,
                      8, "gw")],
@@ -137,7 +116,7 @@ def _send_traffic(demo: Demo) -> None:
         demo, "virtualNode", "frontend", "frontend-1",
         edges=[{"direction": "outbound", "destination": f"worker.{ns}",
                 "cluster": f"{mesh}/worker:8080", "requests": 60, "status": {"2xx": 60},
-                "latencyMs": _histogram({1: 60})}],
+                "latencyMs": wire_histogram({1: 60})}],
         events=[{"time": time.time(), "type": "ejection",
                  "detail": {"cluster": f"{mesh}/worker:8080", "endpoint": "127.0.0.1:9000",
                             "durationMs": 30000}}],

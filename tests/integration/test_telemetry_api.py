@@ -19,19 +19,26 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.sidecar_support import appmesh_client, wait_for
-from tests.integration.test_cloudmap_api import http_namespace, wait_operation
+from tests.integration.telemetry_support import (
+    register_instance,
+    report_body,
+    wire_histogram,
+    wire_span,
+)
+from tests.integration.test_cloudmap_api import http_namespace
 from tests.support import ServerProcess, free_port
 
-BOUNDS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 # Unique per run: the control plane is shared by the session, and real sidecars in other
 # tests report their traces to it too.
 TRACE = uuid.uuid4().hex
+_span = partial(wire_span, TRACE)  # a span of this test's trace
 GW_SERVER, GW_CLIENT = "1000000000000001", "1000000000000002"
 FE_SERVER, FE_CLIENT = "2000000000000001", "2000000000000002"
 WK_SERVER = "3000000000000001"
@@ -58,15 +65,6 @@ def _listener() -> list[dict[str, Any]]:
     return [{"portMapping": {"port": 8080, "protocol": "http"}}]
 
 
-def _register(sd: Any, service_id: str, instance_id: str, port: int) -> None:
-    operation = sd.register_instance(
-        ServiceId=service_id,
-        InstanceId=instance_id,
-        Attributes={"AWS_INSTANCE_IPV4": "127.0.0.1", "AWS_INSTANCE_PORT": str(port)},
-    )["OperationId"]
-    assert wait_operation(sd, operation)["Status"] == "SUCCESS"
-
-
 @pytest.fixture
 def telemetry(server: ServerProcess, sd: Any, unique: str) -> Iterator[Telemetry]:
     """gateway → frontend.<ns> (node frontend) → worker.<ns> (node worker), two frontend
@@ -77,9 +75,9 @@ def telemetry(server: ServerProcess, sd: Any, unique: str) -> Iterator[Telemetry
         name: sd.create_service(Name=name, NamespaceId=ns_id)["Service"]["Id"]
         for name in ("frontend", "worker")
     }
-    _register(sd, services["frontend"], "frontend-1", 9001)
-    _register(sd, services["frontend"], "frontend-2", 9002)
-    _register(sd, services["worker"], "worker-1", 9101)
+    register_instance(sd, services["frontend"], "frontend-1", 9001)
+    register_instance(sd, services["frontend"], "frontend-2", 9002)
+    register_instance(sd, services["worker"], "worker-1", 9101)
     appmesh = appmesh_client(server.url)
     mesh = unique
     appmesh.create_mesh(meshName=mesh)
@@ -119,38 +117,8 @@ def telemetry(server: ServerProcess, sd: Any, unique: str) -> Iterator[Telemetry
     yield Telemetry(server.url, mesh, namespace, sd, services["worker"])
 
 
-def _histogram(counts: dict[int, int]) -> dict[str, Any]:
-    """Counts by bucket index → the wire histogram."""
-    return {"bounds": BOUNDS, "counts": [counts.get(i, 0) for i in range(len(BOUNDS) + 1)]}
-
-
-def _span(span_id: str, parent: str | None, name: str, kind: str, start: float, ms: float,
-          node: str, status: int = 200) -> dict[str, Any]:  # fmt: skip
-    return {
-        "traceId": TRACE,
-        "spanId": span_id,
-        "parentSpanId": parent,
-        "name": name,
-        "kind": kind,
-        "start": start,
-        "end": start + ms / 1000,
-        "attributes": {
-            "http.method": "GET",
-            "http.target": "/",
-            "http.status_code": status,
-            "mapmesh.node": node,
-        },
-        "status": "ok" if status < 500 else "error",
-    }
-
-
 def _report(t: Telemetry, kind: str, name: str, instance: str, **parts: Any) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "mesh": t.mesh, "kind": kind, "name": name, "instance": instance, "configVersion": 7,
-        "window": {"start": now - 2, "end": now}, "edges": parts.get("edges", []),
-        "events": parts.get("events", []), "spans": parts.get("spans", []),
-    }  # fmt: skip
+    return report_body(t.mesh, kind, name, instance, 7, **parts)
 
 
 def _send_one_request_worth(t: Telemetry) -> None:
@@ -161,7 +129,7 @@ def _send_one_request_worth(t: Telemetry) -> None:
         edges=[{"direction": "gateway", "destination": f"frontend.{ns}",
                 "cluster": f"{mesh}/frontend:8080", "requests": 120,
                 "status": {"2xx": 114, "5xx": 6}, "flags": {"URX": 2},
-                "latencyMs": _histogram({2: 90, 3: 10, 4: 20})}],
+                "latencyMs": wire_histogram({2: 90, 3: 10, 4: 20})}],
         spans=[_span(GW_SERVER, None, "gateway gw", "server", start, 9, "gw"),
                _span(GW_CLIENT, GW_SERVER, f"outbound frontend.{ns}", "client", start + 0.0005,
                      8, "gw")],
@@ -170,9 +138,9 @@ def _send_one_request_worth(t: Telemetry) -> None:
         t, "virtualNode", "frontend", "frontend-1",
         edges=[{"direction": "outbound", "destination": f"worker.{ns}",
                 "cluster": f"{mesh}/worker:8080", "requests": 60, "status": {"2xx": 60},
-                "latencyMs": _histogram({1: 60})},
+                "latencyMs": wire_histogram({1: 60})},
                {"direction": "inbound", "destination": "frontend", "cluster": None,
-                "requests": 120, "status": {"2xx": 120}, "latencyMs": _histogram({3: 120})}],
+                "requests": 120, "status": {"2xx": 120}, "latencyMs": wire_histogram({3: 120})}],
         events=[{"time": time.time(), "type": "ejection",
                  "detail": {"cluster": f"{mesh}/worker:8080", "endpoint": "127.0.0.1:9101",
                             "durationMs": 30000}}],
@@ -241,7 +209,7 @@ def test_the_map_traces_events_and_services_of_a_reporting_mesh(telemetry: Telem
     assert missing.status_code == 404 and "not found" in missing.json()["message"]
 
     # A worker task registers through boto3: the control plane records it for this mesh.
-    _register(t.sd, t.worker_service, "worker-2", 9102)
+    register_instance(t.sd, t.worker_service, "worker-2", 9102)
 
     def registered() -> list[dict[str, Any]]:
         events = t.get("/v1/events", mesh=t.mesh, type="registration")["events"]
