@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from mapmesh.proxy.accesslog import AccessLogger
+from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.config import ProxyConfig
 from mapmesh.proxy.forwarding import BODY_PENDING, INTERNAL_ERROR_REPLY, Forwarding
 from mapmesh.proxy.protocol.events import (
@@ -409,18 +410,22 @@ class DownstreamConnection(asyncio.Protocol):
         now = _monotonic()
         forwarding = exchange.forwarding
         cluster = forwarding.cluster if forwarding is not None else None
-        answered = forwarding is not None and exchange.response is not None
-        attempt_started = forwarding.attempt_started if forwarding is not None else 0.0
+        # When the attempt whose response was forwarded started (None: no upstream answered).
+        answered_at = (
+            forwarding.attempt_started
+            if forwarding is not None and exchange.response is not None
+            else None
+        )
         self._recorder.record(
             cluster,
             exchange.destination,
             exchange.status,
             now - exchange.started_mono,
-            now - attempt_started if answered else -1.0,
+            now - answered_at if answered_at is not None else -1.0,
             exchange.flags,
         )
         if exchange.trace is not None:
-            self._traced(exchange, exchange.trace, now, answered, attempt_started)
+            self._traced(exchange, exchange.trace, now, cluster, answered_at)
         if self._access_log.enabled:
             self._access_log.record(exchange, now)
         exchange.forwarding = None
@@ -430,20 +435,18 @@ class DownstreamConnection(asyncio.Protocol):
         exchange: DownstreamExchange,
         trace: Trace,
         now: float,
-        answered: bool,
-        attempt_started: float,
+        cluster: ClusterRuntime | None,
+        answered_at: float | None,
     ) -> None:
         """A sampled request ended: its spans' makings go to the listener's exporters."""
         telemetry = self._telemetry
-        forwarding = exchange.forwarding
         head = exchange.head
         telemetry.traced(
             (
                 trace, exchange.started_mono, now, exchange.status, exchange.flags,
-                exchange.upstream, forwarding.cluster.name if forwarding is not None else None,
+                exchange.upstream, cluster.name if cluster is not None else None,
                 telemetry.name, telemetry.destination or exchange.destination or "",
-                head.method, head.path, exchange.request_id,
-                attempt_started if answered else None,
+                head.method, head.path, exchange.request_id, answered_at,
             )
         )  # fmt: skip
 

@@ -6,9 +6,8 @@ labels for the cluster or listener. A metric is declared once, in :data:`METRICS
 help text; the hot path holds :class:`Counter` and :class:`Histogram` cells it looked up once
 (per connection, cluster or listener) and adds to them — no dict lookup, tuple or object per
 request. Latency histograms share one set of bucket bounds, :data:`LATENCY_BOUNDS_MS` (the
-same bounds the proxy reports to the control plane), kept in seconds; observing one buckets the
-duration at once (:class:`Histogram`). They are rendered
-in milliseconds, Envoy's unit.
+same bounds the proxy reports to the control plane), kept in seconds; observing one buckets
+the duration at once (:class:`Histogram`). They are rendered in milliseconds, Envoy's unit.
 
 Some series are not kept as cells but summed when ``/stats`` is read (a *collector*): a
 listener's ``downstream_rq_xx`` and ``downstream_rq_time`` are the sums of its traffic edges

@@ -45,9 +45,6 @@ HOP_BY_HOP: Final = frozenset(
     )
 )
 _PROTECTED: Final = frozenset((b"host", b"content-length", b"close"))
-# Framing fields spelled with "_": some servers (CGI, WSGI environ) read them as the real
-# thing. Never forwarded; a request carrying one is refused.
-_LOOKALIKES: Final = frozenset((b"transfer_encoding", b"content_length"))
 _KNOWN_OPTIONS: Final = HOP_BY_HOP | _PROTECTED
 
 # A field line starts right after a CRLF (llhttp has already rejected whitespace before the
@@ -85,6 +82,8 @@ _CONNECTION: Final = 6
 _TRANSFER_ENCODING: Final = 7
 _UPGRADE: Final = 8
 _OTHER_HOP: Final = 9
+# Framing fields spelled with "_": some servers (CGI, WSGI environ) read them as the real
+# thing. Never forwarded; a request carrying one is refused.
 _LOOKALIKE: Final = 10
 _KINDS: Final[dict[bytes, int]] = {
     b"host": _HOST,
