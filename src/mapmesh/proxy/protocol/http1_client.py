@@ -40,7 +40,6 @@ from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, H
 __all__ = ["CLOSED_BEFORE_RESPONSE", "Http1ClientCodec"]
 
 CLOSED_BEFORE_RESPONSE: Final = "upstream closed the connection before responding"
-_VERSIONS: Final = {b"HTTP/1.1 ": "1.1", b"HTTP/1.0 ": "1.0"}
 
 
 class Http1ClientCodec(FramingReader):
@@ -116,10 +115,15 @@ class Http1ClientCodec(FramingReader):
         if not callbacks.message_done:
             self._parser = None
 
-        http_version = _VERSIONS.get(head[:9])
-        if http_version is None:
+        # llhttp accepted the status line: "HTTP/d.d", one space, exactly three digits.
+        # Reading those bytes is cheaper than asking llhttp through a method call.
+        if head.startswith(b"HTTP/1.1 "):
+            http_version = "1.1"
+        elif head.startswith(b"HTTP/1.0 "):
+            http_version = "1.0"
+        else:
             return self._fail(502, "unsupported HTTP version from upstream")
-        status = parser.get_status_code()
+        status = head[9] * 100 + head[10] * 10 + head[11] - 5328  # 5328 = 48 * 111
         line_end = head.find(b"\r\n")
         block_end = len(head) - 2
         raw_headers = head[line_end + 2 : block_end]
