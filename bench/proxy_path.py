@@ -46,6 +46,7 @@ import httptools
 from bench import Processes, median, start_mapmesh, temp_dir, write_result
 from bench.proxy import BODY, HOST, MESH, seed
 from mapmesh.model import snapshot
+from mapmesh.proxy import upstream as upstream_module
 from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.config import ClusterSet, build_config
 from mapmesh.proxy.deadlines import Deadlines
@@ -157,7 +158,10 @@ async def mapmesh_round(
     pool._endpoint_of[upstream] = key
     pool._idle[key] = [upstream]
 
+    bursts = upstream_module._BURSTS
+
     def one() -> None:
+        bursts.last_send = -1.0  # requests that arrive apart, as at a moderate rate: no burst
         downstream.data_received(REQUEST)
         upstream_transport.written.clear()
         upstream.data_received(RESPONSE)
@@ -165,6 +169,7 @@ async def mapmesh_round(
     for _ in range(200):  # warm up: caches, pooled connection, lazily made cells
         one()
     client.written.clear()
+    bursts.last_send = -1.0
     downstream.data_received(REQUEST)
     writes_upstream = len(upstream_transport.written)
     upstream_transport.written.clear()

@@ -10,65 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import random
-import time
 
-from bench.proxy_path import FakeTransport
-
-from mapmesh.proxy.accesslog import AccessLogger
-from mapmesh.proxy.config import ClusterSet, build_config
-from mapmesh.proxy.deadlines import Deadlines
-from mapmesh.proxy.downstream import DownstreamConnection, DownstreamExchange
+from mapmesh.proxy.downstream import DownstreamExchange
 from mapmesh.proxy.forwarding import Forwarding
-from mapmesh.proxy.router import Router
-from mapmesh.proxy.stats import Stats
-from mapmesh.proxy.telemetry.edges import EdgeSet
-from mapmesh.proxy.telemetry.recorder import ListenerTelemetry
-from mapmesh.proxy.telemetry.tracing import Sampler
-from mapmesh.proxy.upstream import UpstreamConnection
-from tests.unit.test_compiler import compile_node
-
-REQUEST = b"GET / HTTP/1.1\r\nHost: worker.corp\r\n\r\n"
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+from tests.unit.outbound_harness import REQUEST, RESPONSE, OutboundProxy
 
 
 async def proxy_requests(count: int, sampling: float) -> list[bytes]:
-    stats, clock, rng = Stats(), time.monotonic, random.Random(1)
-    clusters = ClusterSet(stats, clock, rng)
-    config = build_config(compile_node().snapshot, 1, clusters)
-    deadlines = Deadlines(clock)
-    router = Router("outbound", 15001, stats, clock, rng, deadlines)
-    telemetry = ListenerTelemetry(
-        "outbound", "outbound", EdgeSet(stats), stats, sampler=Sampler(sampling, None)
-    )
-    logger = AccessLogger(None)
-    downstream = DownstreamConnection(
-        router, lambda: config, stats, logger, "outbound", lambda _: None, telemetry=telemetry
-    )
-    client = FakeTransport()
-    downstream.connection_made(client)  # type: ignore[arg-type]
-    parked: list[tuple[UpstreamConnection, FakeTransport]] = []
-    for runtime in config.clusters.values():  # one pooled connection per endpoint, parked
-        pool = runtime.pool  # as Pool._open parks a new one
-        for key in runtime.endpoints:
-            upstream = UpstreamConnection(pool._exchange_ended, pool._connection_closed)
-            transport = FakeTransport()
-            upstream.connection_made(transport)  # type: ignore[arg-type]
-            runtime.breaker.on_connection_opening()
-            pool._endpoint_of[upstream] = key
-            pool._idle[key] = [upstream]
-            parked.append((upstream, transport))
+    proxy = OutboundProxy(sampling)
+    downstream, client = proxy.client()
     try:
         for _ in range(count):
             downstream.data_received(REQUEST)
-            (upstream,) = [u for u, transport in parked if transport.written]
-            for _, transport in parked:
-                transport.written.clear()
+            await asyncio.sleep(0)  # back-to-back requests are a burst: written after this
+            ((upstream, _),) = proxy.written_upstream()
             upstream.data_received(RESPONSE)
         return client.written
     finally:
-        deadlines.close()
-        clusters.close()
+        proxy.close()
 
 
 def test_a_proxied_request_leaves_no_reference_cycle() -> None:
