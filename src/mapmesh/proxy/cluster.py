@@ -86,6 +86,7 @@ class ClusterRuntime:
         self.endpoints: dict[EndpointKey, snapshot.Endpoint] = {}
         self.lb: LoadBalancer[EndpointKey] = build(config.lb_policy, [], rng=rng)
         self.outlier: OutlierMonitor[EndpointKey] = outlier_detector(config.outlier_detection)
+        self._detecting = config.outlier_detection is not None  # else observe() has no work
         self.health: HealthTracker[EndpointKey] = health_tracker(config.health_check)
         self._next_expiry: float | None = None
         self.set_endpoints(config.endpoints)
@@ -141,6 +142,8 @@ class ClusterRuntime:
 
     def observe(self, key: EndpointKey, outcome: Outcome) -> None:
         """Tell outlier detection how an attempt on ``key`` ended."""
+        if not self._detecting:
+            return
         now = self._clock()
         verdict = self.outlier.observe(key, outcome, now)
         if isinstance(verdict, Ejection):

@@ -174,9 +174,12 @@ def scan_head(head: bytes, start: int) -> FieldScan:
     scan = FieldScan()
     first_hop = b""  # the first hop-by-hop line
     hops = 0
+    line: bytes  # findall's tuples hold Any: typed here, the operations below are native
+    name: bytes
+    value: bytes
     for line, name, value in _SPECIAL.findall(head, start):
         found = _SPELLINGS.get(name)
-        kind: int = found if found is not None else _KINDS[name.lower()]  # a native int
+        kind = found if found is not None else _KINDS[name.lower()]
         last = len(value) - 1
         if last >= 0 and (value[last] == 32 or value[last] == 9):
             value = value.rstrip(_OWS)

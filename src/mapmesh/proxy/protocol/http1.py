@@ -235,6 +235,14 @@ class FramingReader:
         pos = self._pos
         if pos >= len(buf):
             return None  # the common case between messages: nothing buffered
+        if isinstance(buf, bytes) and buf[pos] != 13 and buf[pos] != 10:
+            # The common case: a whole head in one read. Typed as bytes, the operations
+            # compile to direct calls; anything else takes the general path below.
+            end = buf.find(b"\r\n\r\n", max(self._scan, pos))
+            if end >= 0 and end + 4 - pos <= self.max_head_size:
+                head_end = end + 4
+                self._pos = self._scan = head_end
+                return buf if pos == 0 and head_end == len(buf) else buf[pos:head_end]
         if buf[pos] in _CRLF:  # empty lines before a message are ignored (llhttp accepts
             while True:  # bare LF here)
                 if buf.startswith(b"\r\n", pos):
