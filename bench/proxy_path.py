@@ -48,7 +48,7 @@ from bench.proxy import BODY, HOST, MESH, seed
 from mapmesh.model import snapshot
 from mapmesh.proxy import upstream as upstream_module
 from mapmesh.proxy.accesslog import AccessLogger
-from mapmesh.proxy.config import ClusterSet, build_config
+from mapmesh.proxy.config import ClusterSet, ConfigSource, build_config
 from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.router import Router
@@ -142,7 +142,7 @@ async def mapmesh_round(
     if access_log is not None:
         logger.commit(logger.prepare(snapshot.AccessLog(path=str(access_log), format="default")))
     downstream = DownstreamConnection(
-        router, lambda: config, stats, logger, "outbound", lambda _: None,
+        router, ConfigSource(config), stats, logger, "outbound", lambda _: None,
         telemetry=telemetry,
     )  # fmt: skip
     client = FakeTransport()

@@ -26,6 +26,7 @@ __all__ = [
     "NO_RATE_LIMIT",
     "PASSTHROUGH_TIMEOUTS",
     "ClusterSet",
+    "ConfigSource",
     "ProxyConfig",
     "RateLimiter",
     "RateLimiterSet",
@@ -114,6 +115,22 @@ PASSTHROUGH_POOL = snapshot.ConnectionPool(
     max_connections=1024, max_pending_requests=1024, max_requests=1024
 )
 PASSTHROUGH_TIMEOUTS = snapshot.Timeouts(request_ms=15_000, idle_ms=300_000)
+
+
+class ConfigSource:
+    """The config in force, as a listener's getter: calling it returns ``current``.
+
+    A compiled object rather than a lambda: every request asks for the config, and a lambda
+    is an interpreted call each time. The process sets ``current`` when a snapshot applies.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self, current: ProxyConfig | None = None) -> None:
+        self.current = current
+
+    def __call__(self) -> ProxyConfig | None:
+        return self.current
 
 
 class ClusterSet:

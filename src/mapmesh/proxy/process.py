@@ -33,7 +33,13 @@ from mapmesh.proxy.accesslog import AccessLogger
 from mapmesh.proxy.admin import AdminServer
 from mapmesh.proxy.backend_port import BackendPortConfig
 from mapmesh.proxy.cluster import ClusterRuntime
-from mapmesh.proxy.config import ClusterSet, ProxyConfig, RateLimiterSet, build_config
+from mapmesh.proxy.config import (
+    ClusterSet,
+    ConfigSource,
+    ProxyConfig,
+    RateLimiterSet,
+    build_config,
+)
 from mapmesh.proxy.config_watch import StreamIdentity, follow_snapshots
 from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.downstream import DownstreamConnection
@@ -91,7 +97,7 @@ class ProxyProcess:
         self._clusters = ClusterSet(
             self.stats, self._clock, self._rng, connect_timeout=options.connect_timeout
         )
-        self.config: ProxyConfig | None = None
+        self._config = ConfigSource()  # what every listener reads per request
         self._inbound: ClusterRuntime | None = None
         self._limits = RateLimiterSet(self.stats, self._clock)
         self._tls = TlsListeners()
@@ -121,6 +127,11 @@ class ProxyProcess:
     # -- snapshots -----------------------------------------------------------------------
 
     @property
+    def config(self) -> ProxyConfig | None:
+        """The config in force (None until the first snapshot applies)."""
+        return self._config.current
+
+    @property
     def _state_file(self) -> Path | None:
         directory = self.options.state_dir
         return directory / f"{self.options.kind}-{self.options.name}.json" if directory else None
@@ -148,7 +159,7 @@ class ProxyProcess:
             log.warning("snapshot rejected", extra={"version": version, "error": str(exc)})
             return f"{type(exc).__name__}: {exc}"
         first = self.config is None
-        self.config = config
+        self._config.current = config
         self._tls.commit(tls)
         self._access_log.commit(logging_plan)
         self.stats.events.add("config", version=version, accepted=True)
@@ -229,7 +240,7 @@ class ProxyProcess:
         else:
             await self._listen("outbound", options.outbound_port)
             for service, port in sorted(options.backend_ports.items()):
-                backend = BackendPortConfig(service, port, lambda: self.config)
+                backend = BackendPortConfig(service, port, self._config)
                 await self._listen("outbound", port, backend, f"backend:{service}")
             if options.app_port is not None:
                 await self._listen("inbound", options.inbound_port)
@@ -262,7 +273,7 @@ class ProxyProcess:
         name: str | None = None,
     ) -> None:
         """Open a listener; a backend port passes its own config getter and ``name``."""
-        current = config if config is not None else (lambda: self.config)
+        current = config if config is not None else self._config
         name = name or kind
         destination = (  # the edge's destination when the listener fixes it
             self.options.name if kind == "inbound" else name.partition("backend:")[2] or None
