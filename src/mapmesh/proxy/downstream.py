@@ -73,7 +73,7 @@ class DownstreamExchange:
 
     __slots__ = (
         "_body_done",
-        "_body_ready",
+        "_body_waiter",
         "_chunked_out",
         "_chunks",
         "_pending_head",
@@ -114,14 +114,14 @@ class DownstreamExchange:
         self.finished = False
         self._chunks: list[bytes] = []
         self._body_done = not head.has_body
-        self._body_ready: Callable[[bytes | None], None] | None = None
+        self._body_waiter: Forwarding | None = None  # told when a replayable body is in
         self._stream_to: UpstreamConnection | None = None
         self._chunked_out = False
         self._pending_head = b""
 
     # -- request body (from the codec) ---------------------------------------------------
 
-    def request_body(self, ready: Callable[[bytes | None], None]) -> object:
+    def request_body(self, waiter: Forwarding) -> object:
         head = self.head
         if not head.has_body:
             return b""
@@ -129,7 +129,7 @@ class DownstreamExchange:
             return None  # too large to keep for a replay: stream it
         if self._body_done:
             return self._take_chunks()
-        self._body_ready = ready
+        self._body_waiter = waiter
         return BODY_PENDING
 
     def _take_chunks(self) -> bytes:
@@ -148,9 +148,9 @@ class DownstreamExchange:
         if self._stream_to is not None:
             if self.head.chunked:
                 self._stream_to.send_body(last_chunk())
-        elif self._body_ready is not None:
-            ready, self._body_ready = self._body_ready, None
-            ready(self._take_chunks())
+        elif self._body_waiter is not None:
+            waiter, self._body_waiter = self._body_waiter, None
+            waiter.body_ready(self._take_chunks())
 
     def stream_body_to(self, conn: UpstreamConnection) -> None:
         self._stream_to = conn

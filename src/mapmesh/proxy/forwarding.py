@@ -177,7 +177,7 @@ class Forwarding:
             request_ms = timeouts.request_ms if timeouts is not None else None
             if request_ms:
                 self._request_deadline = self._clock() + request_ms / 1000
-            body = self.exchange.request_body(self._body_ready)
+            body = self.exchange.request_body(self)
             if body is BODY_PENDING:
                 if self._request_deadline is not None:
                     self.deadline = self._request_deadline
@@ -187,7 +187,8 @@ class Forwarding:
         except Exception:
             self._internal_error()
 
-    def _body_ready(self, body: bytes | None) -> None:
+    def body_ready(self, body: bytes | None) -> None:
+        """The replayable body the request waited for has arrived (from the exchange)."""
         if self._phase != _BODY:
             return
         self._deadlines.untrack(self)
