@@ -12,10 +12,10 @@ connection goes back to its pool; otherwise it closes.
 Requests sent in a burst are written together. When a send follows the previous one within
 :data:`BURST_WINDOW` — many requests read in one event-loop iteration, as when a backlog
 drains — its bytes, and those of every later send in that iteration, are held and written
-when the iteration's I/O callbacks are done, so an
-upstream that shares the core (the app beside its sidecar) wakes once for the lot instead of
-preempting the proxy once per request. A send after a quiet spell is written at once, so an
-idle proxy adds no delay. (The kernel's TCP autocorking makes the same trade for segments.)
+when the iteration's I/O callbacks are done, so an upstream that shares the core (the app
+beside its sidecar) wakes once for the lot instead of preempting the proxy once per
+request. A send after a quiet spell is written at once, so an idle proxy adds no delay.
+(The kernel's TCP autocorking makes the same trade for segments.)
 
 ``OSError`` and connection loss are translated here, once, into :class:`UpstreamFailure`
 with the reason the retry logic and the access log need (STYLE #7).
@@ -137,22 +137,24 @@ class UpstreamConnection(asyncio.Protocol):
         self._listener = listener
         self._head_delivered = False
         bursts = _BURSTS
-        if self._held:
-            self._held += data  # (only if a caller sends twice within one iteration)
-        elif now - bursts.last_send < BURST_WINDOW or bursts.is_open():
+        if not self._held and (now - bursts.last_send < BURST_WINDOW or bursts.is_open()):
             self._held = data
             bursts.hold(self)
         else:
-            self.transport.write(data)
+            self._write(data)
         bursts.last_send = now
 
     def send_body(self, data: bytes) -> None:
-        assert self.transport is not None
         if data:
-            if self._held:
-                self._held += data  # the head is held: the body follows it
-            else:
-                self.transport.write(data)
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write now, or after the bytes held for the burst (then with them)."""
+        assert self.transport is not None
+        if self._held:
+            self._held += data
+        else:
+            self.transport.write(data)
 
     def write_held(self) -> None:
         """Write the bytes held since :meth:`send` (the burst's end)."""

@@ -52,8 +52,8 @@ _KNOWN_OPTIONS: Final = HOP_BY_HOP | _PROTECTED
 # Groups: the line from the CRLF before it to its last byte (so the line plus its own CRLF
 # is ``head[at + 2 : at + len(line) + 2]``), the name as spelled, and the value without the
 # whitespace before it. Whitespace after a value (RFC 9110 §5.5: not part of it) is rare and
-# is stripped by :func:`_value`: leaving it out here takes a nested repeat, which costs the
-# regex engine allocations on every line it matches.
+# is stripped by :func:`scan_head`: leaving it out here takes a nested repeat, which costs
+# the regex engine allocations on every line it matches.
 _SPECIAL: Final = re.compile(
     rb"(\r\n(?=[chektpuxCHEKTPUX])"  # a cheap first-letter test before the alternatives
     rb"(host|con(?:tent-length|nection)|t(?:ransfer-encoding|e|raceparent|railer)"
@@ -229,9 +229,8 @@ def _hop_spans(
     """Byte ranges of the hop-by-hop lines (each with its CRLF), sorted. :data:`_SPECIAL`
     matched ``count`` of them, ``first`` first (from the CRLF before it to its end)."""
     if count == 1 and listed <= _KNOWN_OPTIONS:  # the usual case: one such line
-        line = first
-        at = head.find(line, start)
-        end = at + len(line)
+        at = head.find(first, start)
+        end = at + len(first)
         if head[end] == 13:  # the whole line, not the start of a longer one
             return [(at + 2, end + 2)]
     lower = head.lower()
