@@ -51,13 +51,19 @@ def clean(native: ModuleType) -> None:
         path.unlink()
 
 
-def up_to_date(native: ModuleType) -> bool:
+def last_build(native: ModuleType) -> dict[str, object]:
+    """The record of the last build: the interpreter it was for and its sources' digests."""
     try:
         record = json.loads(native.STAMP.read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def up_to_date(native: ModuleType) -> bool:
+    record = last_build(native)
     return bool(
-        record.get("python") == sys.implementation.cache_tag
+        record.get("python") == sys.version  # the interpreter's release and build
         and record.get("sources") == native.source_digests()
     )
 
@@ -78,6 +84,10 @@ def build(native: ModuleType) -> None:
     from setuptools import setup
 
     digests = native.source_digests()  # before compiling: an edit meanwhile shows as stale
+    if last_build(native).get("python") != sys.version:
+        # What was compiled against another interpreter's headers is not reused.
+        for stale in (BUILD / "temp", BUILD / "lib"):
+            shutil.rmtree(stale, ignore_errors=True)
     clean(native)
     paths = [str(native.source_path(name).relative_to(SRC)) for name in native.MODULES]
     os.chdir(SRC)  # mypyc names modules after their paths relative to the working directory
@@ -93,7 +103,7 @@ def build(native: ModuleType) -> None:
         ext_modules=extensions,
         script_args=["-q", "build_ext", "--inplace", *build_dirs],
     )
-    record = {"python": sys.implementation.cache_tag, "sources": digests}
+    record = {"python": sys.version, "sources": digests}
     native.STAMP.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
