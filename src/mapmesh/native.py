@@ -70,7 +70,7 @@ GROUP = "mapmesh_native"
 
 _ROOT = Path(__file__).resolve().parent.parent  # the directory holding the mapmesh package
 STAMP = _ROOT / "mapmesh" / "native-build.json"
-"""What the last build compiled: ``{"python": tag, "sources": {module: sha256}}``."""
+"""What the last build compiled: ``{"python": sys.version, "sources": {module: sha256}}``."""
 
 
 def source_path(module: str) -> Path:
@@ -101,8 +101,10 @@ def _fresh() -> bool:
         record = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         return not _extensions_present()
-    if record.get("python") != sys.implementation.cache_tag:
-        return True  # built for another interpreter: its extensions are not even found
+    if record.get("python") != sys.version:
+        # Built by another interpreter: stale only if this one would load what it built
+        # (another build of the same version would, against headers it was not built with).
+        return not _extensions_present()
     try:
         return bool(record.get("sources") == source_digests())
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,3 +69,15 @@ def test_the_sources_run_when_asked(tmp_path: Path) -> None:
     root = copy_of_the_package(tmp_path)
     result = probe(root, MAPMESH_NATIVE="0")
     assert (result.stdout.split(), result.stderr) == (["False", "False"], "")
+
+
+def test_a_build_for_another_interpreter_does_not_run(tmp_path: Path) -> None:
+    """Another build of the same Python version would load the extensions, compiled against
+    headers and flags that are not its own."""
+    root = copy_of_the_package(tmp_path)
+    stamp = root / "mapmesh" / native.STAMP.name
+    record = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**record, "python": "3.11.0 (another build)"}))
+    result = probe(root)
+    assert result.stdout.split() == ["False", "False"]
+    assert "scripts/build_native.py" in result.stderr
