@@ -485,6 +485,45 @@ def test_response_with_content_length_leaves_a_reusable_connection() -> None:
     assert response_of(drain(codec, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
 
 
+FIRST_RESPONSES = [
+    pytest.param(b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", id="short"),
+    pytest.param(
+        b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n" + b"x" * 20000, id="long"
+    ),
+    pytest.param(b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", id="head"),
+    pytest.param(
+        b"GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        id="chunked",
+    ),
+    pytest.param(b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", id="none"),
+]
+
+
+@pytest.mark.parametrize(("method", "first"), FIRST_RESPONSES)
+def test_each_response_on_a_connection_is_validated_whatever_came_before(
+    method: bytes, first: bytes
+) -> None:
+    """The codec keeps llhttp's parser from one response to the next when it can: whatever
+    the first response's framing, the next head is parsed and checked from its start."""
+    for second, good in [
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno", True),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\n Folded: x\r\nContent-Length: 0\r\n\r\n", False),
+    ]:
+        codec, events = client(first, method)
+        assert isinstance(events[-1], EndBody) and codec.reusable, events
+        for _ in range(2):  # twice: a kept parser must be ready again after a second one
+            codec.start_request(b"GET")
+            events = drain(codec, second)
+            if not good:
+                assert error_of(events).status_hint == 502, (second, events)
+                break
+            assert response_of(events).status == 404 and body_of(events) == b"no"
+            assert codec.reusable
+
+
 @pytest.mark.parametrize(
     ("status_line", "method"),
     [

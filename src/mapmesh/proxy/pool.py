@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Final
 
 from mapmesh.proxy.resilience.breaker import Action, CircuitBreaker, Overflow
@@ -36,14 +35,34 @@ KEEPALIVE_IDLE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True, order=True)
 class EndpointKey:
-    address: str
-    port: int
-    text: str = field(init=False, compare=False, repr=False)  # "address:port", made once
+    """An endpoint as pools, balancers and health state key it, ordered by address then port.
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "text", f"{self.address}:{self.port}")
+    Hashed on every request, so the hash is made once, and a plain class rather than a
+    dataclass: the methods a dataclass generates are interpreted Python, these are compiled.
+    """
+
+    __slots__ = ("_hash", "address", "port", "text")
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address: Final = address
+        self.port: Final = port
+        self.text: Final = f"{address}:{port}"  # what logs and stats show
+        self._hash: Final = hash((address, port))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EndpointKey):
+            return NotImplemented
+        return self is other or (self.port == other.port and self.address == other.address)
+
+    def __lt__(self, other: EndpointKey) -> bool:
+        return (self.address, self.port) < (other.address, other.port)
+
+    def __repr__(self) -> str:
+        return f"EndpointKey(address={self.address!r}, port={self.port})"
 
     def __str__(self) -> str:
         return self.text
@@ -183,7 +202,9 @@ class Pool:
         if key is None:
             conn.close()
             return
-        idle = self._idle.setdefault(key, [])
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
         if len(idle) >= self._max_idle:
             conn.close()
             return
