@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "mapmesh.proxy.router",
     "mapmesh.proxy.stats",
     "mapmesh.proxy.upstream",
+    "mapmesh.proxy.lb.base",
     "mapmesh.proxy.lb.least_request",
     "mapmesh.proxy.lb.round_robin",
     "mapmesh.proxy.lb.weights",

@@ -39,7 +39,6 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.pool import EndpointKey
@@ -92,24 +91,25 @@ BODY_PENDING: Final = object()
 
 
 class Target:
-    """Where a request goes: cluster, route (None: the inbound app), timeouts, retry policy,
-    gateway rewrites. (A plain class: made per request, and a frozen dataclass's
-    ``__init__`` costs several times more.)"""
+    """Where a request goes: cluster, timeouts (request and idle, ms; 0 for none), retry
+    policy, gateway rewrites. (A plain class: made per request, and a frozen dataclass's
+    ``__init__`` costs several times more. The timeouts are plain ints, not the snapshot's
+    ``Timeouts``, whose attributes compiled code can only read by name.)"""
 
-    __slots__ = ("cluster", "host", "path", "retry_policy", "route", "timeouts")
+    __slots__ = ("cluster", "host", "idle_ms", "path", "request_ms", "retry_policy")
 
     def __init__(
         self,
         cluster: ClusterRuntime,
-        route: snapshot.Route | None,
-        timeouts: snapshot.Timeouts | None,
+        request_ms: int,
+        idle_ms: int,
         retry_policy: RetryPolicy,
         path: str | None = None,
         host: str | None = None,
     ) -> None:
         self.cluster = cluster
-        self.route = route
-        self.timeouts = timeouts
+        self.request_ms = request_ms
+        self.idle_ms = idle_ms
         self.retry_policy = retry_policy
         self.path = path
         self.host = host
@@ -173,8 +173,7 @@ class Forwarding:
 
     def start(self) -> None:
         try:
-            timeouts = self.target.timeouts
-            request_ms = timeouts.request_ms if timeouts is not None else None
+            request_ms = self.target.request_ms
             if request_ms:
                 self._request_deadline = self._clock() + request_ms / 1000
             body = self.exchange.request_body(self)
@@ -377,8 +376,7 @@ class Forwarding:
             if isinstance(decision, NoRetry):
                 self._count_no_retry(decision)
             self._retry_state().close()
-        timeouts = self.target.timeouts
-        idle_ms = timeouts.idle_ms if timeouts is not None else 0
+        idle_ms = self.target.idle_ms
         conn.idle_timeout = idle_ms / 1000 if idle_ms else None
         self._phase = _DONE
         self.exchange.respond(response, conn)

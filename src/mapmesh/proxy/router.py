@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # the downstream module imports this one
 
 __all__ = ["LocalReply", "Router"]
 
+_PASSTHROUGH_REQUEST_MS: Final = PASSTHROUGH_TIMEOUTS.request_ms or 0
+_PASSTHROUGH_IDLE_MS: Final = PASSTHROUGH_TIMEOUTS.idle_ms
+
 
 class _LazyHeaders(Mapping[str, str]):
     """The header map route matching reads, built only if a route has header conditions."""
@@ -116,7 +119,10 @@ class Router:
             throttled = config.inbound_limit.check()
             if throttled is not None:
                 return LocalReply(429, throttled.reason, "RL", throttled.headers)
-            return Target(local[0], None, local[1], config.retry_policy(None))
+            cluster, timeouts = local
+            return Target(
+                cluster, timeouts.request_ms or 0, timeouts.idle_ms, config.retry_policy(None)
+            )
         head = exchange.head
         host, port = self._locate(head.authority)
         exchange.destination = host  # telemetry's edge; a gateway route names its own below
@@ -156,7 +162,12 @@ class Router:
         if isinstance(hit, NoRoute):
             if hit.egress_allowed and self._passthrough is not None:
                 outside = self._passthrough(host, port)
-                return Target(outside, None, PASSTHROUGH_TIMEOUTS, config.retry_policy(None))
+                return Target(
+                    outside,
+                    _PASSTHROUGH_REQUEST_MS,
+                    _PASSTHROUGH_IDLE_MS,
+                    config.retry_policy(None),
+                )
             return self._no_route(hit)
         return self._to_route(config, exchange, hit, path, new_host)
 
@@ -168,15 +179,22 @@ class Router:
         path: str | None = None,
         new_host: str | None = None,
     ) -> Target | LocalReply:
-        route = hit.route
-        exchange.route_name = route.name
+        exchange.route_name = hit.name
         weighted = hit.picker.choose(self._rng)
         if weighted is None:
-            return LocalReply(503, f"route {route.name} has no target with weight", "UH")
-        cluster = config.clusters.get(weighted.cluster)
+            return LocalReply(503, f"route {hit.name} has no target with weight", "UH")
+        name = weighted.cluster
+        cluster = config.clusters.get(name)
         if cluster is None:
-            return LocalReply(503, f"cluster {weighted.cluster} is not configured", "UH")
-        return Target(cluster, route, route.timeout, config.retry_policy(route), path, new_host)
+            return LocalReply(503, f"cluster {name} is not configured", "UH")
+        return Target(
+            cluster,
+            hit.request_ms,
+            hit.idle_ms,
+            config.retry_policy(hit.route),
+            path,
+            new_host,
+        )
 
     def _locate(self, authority: bytes | None) -> tuple[str, int]:
         """``split_authority`` of a Host value, remembered: clients name few hosts."""

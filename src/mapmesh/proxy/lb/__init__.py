@@ -28,9 +28,10 @@ Example::
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Sequence, Set
+from collections.abc import Hashable, Sequence
 from typing import Protocol, TypeVar
 
+from mapmesh.proxy.lb.base import LbStatistics, LoadBalancer
 from mapmesh.proxy.lb.least_request import LeastRequest, LeastRequestStatistics
 from mapmesh.proxy.lb.round_robin import RoundRobin, RoundRobinStatistics
 
@@ -47,51 +48,6 @@ __all__ = [
 ]
 
 K = TypeVar("K", bound=Hashable)
-
-
-class LbStatistics(Protocol):
-    """What every policy's ``statistics()`` reports (policies may add fields)."""
-
-    @property
-    def policy(self) -> str: ...
-    @property
-    def endpoints(self) -> int: ...
-    @property
-    def available(self) -> int: ...
-    @property
-    def picks(self) -> int: ...
-    @property
-    def fallbacks(self) -> int: ...
-    @property
-    def empty(self) -> int: ...
-
-
-class LoadBalancer(Protocol[K]):
-    """The shape every load-balancing policy has."""
-
-    @property
-    def name(self) -> str:
-        """The policy's name in :data:`POLICIES`."""
-        ...
-
-    def pick(self, excluded: Set[K] = ...) -> K | None:
-        """An available endpoint not in ``excluded`` — or, when every available endpoint is
-        excluded, any available one; ``None`` when none is available. O(1) or O(log n)."""
-        ...
-
-    def set_available(self, key: K, available: bool) -> None:
-        """Mark ``key`` as taking picks or not; O(n) when it changes, free when it does not."""
-        ...
-
-    def set_endpoints(self, keys: Sequence[K], weights: Sequence[int] | None = None) -> None:
-        """Replace the endpoint set (a new snapshot); kept endpoints keep their state."""
-        ...
-
-    def on_request_start(self, key: K) -> None: ...
-
-    def on_request_end(self, key: K) -> None: ...
-
-    def statistics(self) -> LbStatistics: ...
 
 
 class LbFactory(Protocol):

@@ -35,8 +35,9 @@ import random
 from bisect import bisect_right
 from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, TypeVar
 
+from mapmesh.proxy.lb.base import LoadBalancer
 from mapmesh.proxy.lb.weights import weight_table
 
 __all__ = ["LeastRequest", "LeastRequestStatistics"]
@@ -61,7 +62,7 @@ class LeastRequestStatistics:
     active: Mapping[object, int]
 
 
-class LeastRequest(Generic[K]):
+class LeastRequest(LoadBalancer[K]):
     """Power-of-two-choices least request over the available endpoints."""
 
     name: Final = "least_request"

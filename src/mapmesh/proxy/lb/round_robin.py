@@ -36,8 +36,9 @@ import heapq
 import random
 from collections.abc import Hashable, Sequence, Set
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, TypeVar
 
+from mapmesh.proxy.lb.base import LoadBalancer
 from mapmesh.proxy.lb.weights import weight_table
 
 __all__ = ["RoundRobin", "RoundRobinStatistics"]
@@ -61,7 +62,7 @@ class RoundRobinStatistics:
     empty: int
 
 
-class RoundRobin(Generic[K]):
+class RoundRobin(LoadBalancer[K]):
     """Weighted round robin over the available endpoints (see the module docstring)."""
 
     name: Final = "round_robin"

@@ -26,12 +26,30 @@ __all__ = ["CompiledRouteTable", "OutboundRoutes", "RouteHit"]
 @dataclass(frozen=True, slots=True, eq=False)
 class RouteHit:
     """The route a request matched: the route (retry policy, timeouts, targets), its position
-    in the table, and the weighted picker over its targets. Built once per route."""
+    in the table, and the weighted picker over its targets. Built once per route, with what
+    every request reads of the route (its name, its timeouts in ms, 0 for none) copied out
+    of the snapshot's model, which compiled code reads only by attribute name."""
 
     virtual_service: str
     index: int
     route: Route
     picker: WeightedPicker
+    name: str
+    request_ms: int
+    idle_ms: int
+
+    @classmethod
+    def of(cls, virtual_service: str, index: int, route: Route) -> RouteHit:
+        timeout = route.timeout
+        return cls(
+            virtual_service,
+            index,
+            route,
+            WeightedPicker(route.targets),
+            route.name,
+            timeout.request_ms or 0,
+            timeout.idle_ms,
+        )
 
 
 class CompiledRouteTable(FirstMatch[RouteHit]):
@@ -44,7 +62,7 @@ class CompiledRouteTable(FirstMatch[RouteHit]):
         entries = []
         for i, route in enumerate(table.routes):
             prefix, test = compile_match(route.match, f"route_tables[{name}].routes[{i}].match")
-            entries.append((prefix, test, RouteHit(name, i, route, WeightedPicker(route.targets))))
+            entries.append((prefix, test, RouteHit.of(name, i, route)))
         if table.routes:
             miss = NoRoute("route_not_matched", f"no route of {name} matched the request")
         else:
