@@ -1193,7 +1193,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--latency-duration", type=float, default=10.0, help="measured s per rate run")
     p.add_argument("--latency-warmup", type=float, default=1.0, help="unmeasured s first")
-    p.add_argument("--latency-rounds", type=int, default=3, help="rounds of latency runs")
+    p.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=5,
+        help="rounds of latency runs (the p99s reported are medians over them)",
+    )
     p.add_argument(
         "--latency-connections",
         type=int,
