@@ -29,6 +29,7 @@ from mapmesh.proxy.protocol.headers import header_map
 from mapmesh.proxy.route import NoRoute, RouteHit
 from mapmesh.proxy.routing.request import RequestHead as MatchHead
 from mapmesh.proxy.routing.request import split_authority
+from mapmesh.proxy.routing.table import timeout_ms
 from mapmesh.proxy.stats import Stats
 
 if TYPE_CHECKING:  # the downstream module imports this one
@@ -36,8 +37,7 @@ if TYPE_CHECKING:  # the downstream module imports this one
 
 __all__ = ["LocalReply", "Router"]
 
-_PASSTHROUGH_REQUEST_MS: Final = PASSTHROUGH_TIMEOUTS.request_ms or 0
-_PASSTHROUGH_IDLE_MS: Final = PASSTHROUGH_TIMEOUTS.idle_ms
+_PASSTHROUGH_MS: Final = timeout_ms(PASSTHROUGH_TIMEOUTS)
 
 
 class _LazyHeaders(Mapping[str, str]):
@@ -120,9 +120,8 @@ class Router:
             if throttled is not None:
                 return LocalReply(429, throttled.reason, "RL", throttled.headers)
             cluster, timeouts = local
-            return Target(
-                cluster, timeouts.request_ms or 0, timeouts.idle_ms, config.retry_policy(None)
-            )
+            request_ms, idle_ms = timeout_ms(timeouts)
+            return Target(cluster, request_ms, idle_ms, config.retry_policy(None))
         head = exchange.head
         host, port = self._locate(head.authority)
         exchange.destination = host  # telemetry's edge; a gateway route names its own below
@@ -162,12 +161,8 @@ class Router:
         if isinstance(hit, NoRoute):
             if hit.egress_allowed and self._passthrough is not None:
                 outside = self._passthrough(host, port)
-                return Target(
-                    outside,
-                    _PASSTHROUGH_REQUEST_MS,
-                    _PASSTHROUGH_IDLE_MS,
-                    config.retry_policy(None),
-                )
+                request_ms, idle_ms = _PASSTHROUGH_MS
+                return Target(outside, request_ms, idle_ms, config.retry_policy(None))
             return self._no_route(hit)
         return self._to_route(config, exchange, hit, path, new_host)
 

@@ -15,12 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mapmesh.model.snapshot import EgressFilter, Route, RouteTable
+from mapmesh.model.snapshot import EgressFilter, Route, RouteTable, Timeouts
 from mapmesh.proxy.routing.match import FirstMatch, InvalidRoute, NoRoute, compile_match
 from mapmesh.proxy.routing.request import RequestHead, split_authority
 from mapmesh.proxy.routing.weighted import WeightedPicker
 
-__all__ = ["CompiledRouteTable", "OutboundRoutes", "RouteHit"]
+__all__ = ["CompiledRouteTable", "OutboundRoutes", "RouteHit", "timeout_ms"]
+
+
+def timeout_ms(timeouts: Timeouts) -> tuple[int, int]:
+    """(request, idle) timeouts in ms, 0 for none: what a request's target carries."""
+    return timeouts.request_ms or 0, timeouts.idle_ms
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -40,16 +45,8 @@ class RouteHit:
 
     @classmethod
     def of(cls, virtual_service: str, index: int, route: Route) -> RouteHit:
-        timeout = route.timeout
-        return cls(
-            virtual_service,
-            index,
-            route,
-            WeightedPicker(route.targets),
-            route.name,
-            timeout.request_ms or 0,
-            timeout.idle_ms,
-        )
+        picker = WeightedPicker(route.targets)
+        return cls(virtual_service, index, route, picker, route.name, *timeout_ms(route.timeout))
 
 
 class CompiledRouteTable(FirstMatch[RouteHit]):
