@@ -137,6 +137,34 @@ class Runner:
         )
         return {i["InstanceId"] for i in found["Instances"]}
 
+    def instance_operations(self, service: str, instance: str) -> list[dict[str, Any]]:
+        """The registry's finished operations on one instance, oldest first.
+
+        Unlike a look at the instances now, this history cannot miss a short-lived state:
+        a replica that is restarted at once is out of Cloud Map for only a moment.
+        """
+        sd = servicediscovery_client(self.status()["control_plane"])
+        namespace = sd.list_namespaces(
+            Filters=[{"Name": "NAME", "Values": [f"{self.app}.local"], "Condition": "EQ"}]
+        )["Namespaces"][0]["Id"]
+        service_id = next(
+            s["Id"]
+            for s in sd.list_services(
+                Filters=[{"Name": "NAMESPACE_ID", "Values": [namespace], "Condition": "EQ"}]
+            )["Services"]
+            if s["Name"] == service
+        )
+        listed = sd.list_operations(
+            Filters=[
+                {"Name": "SERVICE_ID", "Values": [service_id], "Condition": "EQ"},
+                {"Name": "STATUS", "Values": ["SUCCESS"], "Condition": "EQ"},
+            ],
+            MaxResults=100,
+        )["Operations"]
+        operations = [sd.get_operation(OperationId=o["Id"])["Operation"] for o in listed]
+        mine = [o for o in operations if o["Targets"].get("INSTANCE") == instance]
+        return sorted(mine, key=lambda o: o["CreateDate"])
+
     def wait_settled(self, within: float = 20.0) -> dict[str, Any]:
         """Until every replica runs and the replica counts are the file's."""
         deadline = time.monotonic() + within
@@ -280,14 +308,21 @@ def test_a_killed_app_leaves_cloud_map_and_comes_back_without_a_failed_request(
     victim = runner.replicas("frontend")[0]
     instance = victim["instance"]
     assert instance in runner.cloud_map("frontend")
+    before = {o["Id"] for o in runner.instance_operations("frontend", instance)}
     load = Load(f"{runner.gateway}/call/worker", total=400).start()
     time.sleep(0.3)
 
     # The app dies hard; the runner notices, takes the replica out of Cloud Map (its
     # sidecar deregisters) while it is down, and starts it again.
     os.kill(victim["pid"], signal.SIGKILL)
-    wait_until(lambda: instance not in runner.cloud_map("frontend"), 5, "deregistered")
-    wait_until(lambda: instance in runner.cloud_map("frontend"), 20, "registered again")
+
+    def since_the_kill() -> list[str]:
+        done = runner.instance_operations("frontend", instance)
+        return [o["Type"] for o in done if o["Id"] not in before]
+
+    wait_until(lambda: since_the_kill()[:2] == ["DEREGISTER_INSTANCE", "REGISTER_INSTANCE"],
+               20, "deregistered, then registered again")  # fmt: skip
+    assert instance in runner.cloud_map("frontend")
     again = next(r for r in runner.replicas("frontend") if r["replica"] == victim["replica"])
     assert again["restarts"] == 1
     assert again["pid"] != victim["pid"]

@@ -16,8 +16,9 @@ stop:
 3. **watch** — probe every interval; the attempt ends when the app or the sidecar exits or
    the app fails ``unhealthyThreshold`` checks in a row.
 4. **tear down** — SIGTERM the sidecar first (it deregisters the instance, stops accepting
-   and finishes requests in flight), then the app. If the sidecar did not exit cleanly the
-   instance is deregistered here, so a replica that is down is never left in Cloud Map.
+   and finishes requests in flight), then the app. If the sidecar did not exit cleanly, or
+   the instance is still listed, it is deregistered here, so a replica that is down is never
+   left in Cloud Map.
 
 A failed attempt is followed by a pause from :class:`~mapmesh.core.backoff.Backoff`
 (exponential, with jitter; reset after a replica stayed up :data:`STABLE_AFTER` seconds),
@@ -399,7 +400,9 @@ class Replica:
             clean = code == 0
         if app is not None:
             await app.stop(grace=10.0)
-        if not clean:
+        # A sidecar that exited cleanly may still have failed to deregister (the control
+        # plane was busy or restarting): it only logs that, so look.
+        if not clean or await self._registered():
             await self._deregister()
         self._on_change()
 
