@@ -10,11 +10,13 @@ What it does, in order:
    one instance (the upstream), and an App Mesh mesh: virtual node ``worker`` (Cloud Map
    discovery), router ``worker`` with one prefix ``/`` route, virtual service
    ``worker.bench.local``, and virtual node ``frontend`` with that backend;
-3. starts the three proxies, each pinned to ``--proxy-cpu`` and each keeping keep-alive
+3. starts the four proxies, each pinned to ``--proxy-cpu`` and each keeping keep-alive
    connections to the upstream: HAProxy (``nbthread 1``, ``http-reuse always``), nginx
-   (1 worker, ``proxy_http_version 1.1``, an ``upstream`` block with ``keepalive``) and
-   ``mapmesh proxy`` for ``frontend`` (its outbound port, ``Host: worker.bench.local``);
-   checks that every one returns the upstream's body;
+   (1 worker, ``proxy_http_version 1.1``, an ``upstream`` block with ``keepalive``), the
+   design's anchor ``minimal`` (:mod:`bench.minimal_proxy`: the least a forwarder does with
+   uvloop and httptools, so the sidecar's figures can be read against what that floor
+   reaches in the same run) and ``mapmesh proxy`` for ``frontend`` (its outbound port,
+   ``Host: worker.bench.local``); checks that every one returns the upstream's body;
 4. memory: RSS (and PSS) of each proxy idle, with ``--idle-connections`` open keep-alive
    connections that have each made one request, and after they close;
 5. throughput: ``wrk -t 1`` (pinned to ``--client-cpu``) at each ``--connections`` count
@@ -86,7 +88,7 @@ NAMESPACE = "bench.local"
 SERVICE = "worker"
 HOST = f"{SERVICE}.{NAMESPACE}"
 BODY = b"hello from the upstream"  # nginx `return 200 "..."`, 23 bytes
-PROXIES = ("haproxy", "nginx", "mapmesh")
+PROXIES = ("haproxy", "nginx", "minimal", "mapmesh")
 TARGETS = ("direct", *PROXIES)
 VARIANT = "mapmesh-variant"  # a second sidecar with --variant-arg flags (latency runs only)
 READY_TARGET_MS = 300.0
@@ -1308,6 +1310,14 @@ def start_targets(
             nginx_proxy_conf(workdir, port, upstream_port, "nginx-proxy"),
             args.proxy_cpu,
         ),
+    )
+    port = free_port()
+    minimal_argv = [sys.executable, "-m", "bench.minimal_proxy", "--port", str(port),
+                    "--upstream-port", str(upstream_port)]  # fmt: skip
+    targets["minimal"] = Target(
+        "minimal",
+        port,
+        processes.spawn("minimal", minimal_argv, workdir / "minimal.log", cpu=args.proxy_cpu),
     )
     print(f"starting mapmesh server (pinned to CPU {args.proxy_cpu}, idle priority) in {workdir}")
     # The control plane runs elsewhere in production. Here it shares the proxy's core at idle
