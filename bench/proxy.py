@@ -34,8 +34,9 @@ What it does, in order:
    (``--state-dir`` holding the last snapshot) and a warm one whose control plane is
    unreachable; HAProxy and nginx for comparison, and the Python floor (``python -c pass``
    and importing the proxy's modules);
-8. profile (``--profile-seconds``, 0 skips it): py-spy samples the sidecar under wrk load;
-   time per request in mapmesh's functions (self and inclusive) from the samples;
+8. profile (``--profile-seconds``, 0 skips it): perf samples each proxy in turn under the
+   same wrk load (:mod:`bench.cpu_profile`): µs per request in the kernel, CPython, the
+   compiled modules, httptools, uvloop and libc, and the sidecar's busiest symbols;
 9. prints the tables and the targets met or missed, and writes
    ``bench/results/proxy-<time>.json``.
 
@@ -69,6 +70,7 @@ from bench import (
     cloudmap_client,
     compile_sources,
     core_busy_seconds,
+    cpu_profile,
     free_port,
     machine_info,
     median,
@@ -1039,122 +1041,51 @@ def measure_ready(
 # -- profile ----------------------------------------------------------------------------------
 
 
-def _set_affinity(root: int, cpu: int) -> None:
-    for pid in _tree(root):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, {cpu})
-
-
-def profile_sidecar(
-    target: Target,
+def profile_proxies(
+    targets: dict[str, Target],
+    names: Sequence[str],
     upstream: Spawned,
     place: Placement,
     script: Path,
     args: argparse.Namespace,
     workdir: Path,
 ) -> dict[str, Any]:
-    """py-spy on the sidecar under wrk load; µs per request in each function.
+    """perf on each proxy in turn under two loads, wrk (throughput) and the fixed-rate
+    generator at the highest rate (where the p99 target is judged): µs per request per
+    component (kernel, CPython, compiled modules, httptools, uvloop, libc) and per symbol."""
+    seconds = max(1.0, args.profile_seconds)
+    quiet = dataclasses.replace(place, wait_quiet=0)
+    rate = max(args.requested_rates)
+    at_rate = argparse.Namespace(**{**vars(args), "latency_duration": seconds})
+    connections = args.profile_connections
 
-    While sampling, the upstream moves to the client core: py-spy counts a thread that is
-    runnable but preempted as busy, so sharing the core would charge the upstream's time to
-    whatever the sidecar was doing when it woke the upstream (its socket writes).
-    """
-    py_spy = Path(sys.executable).parent / "py-spy"
-    if not py_spy.exists():
-        return {"skipped": "py-spy not installed in the venv"}
-    seconds = max(1, round(args.profile_seconds))
-    raw = workdir / "profile.txt"
-    argv = [
-        "taskset", "-c", str(place.client_cpu), str(py_spy), "record", "--pid", str(target.pid),
-        "--rate", str(args.profile_rate), "--duration", str(seconds), "--format", "raw",
-        "--nolineno", "--nonblocking", "--output", str(raw),
-    ]  # fmt: skip
-    moved = place.upstream_cpu != place.client_cpu
-    if moved:
-        _set_affinity(upstream.pid, place.client_cpu)
-    err = b""
-    try:
-        run = run_wrk(
-            target, upstream, dataclasses.replace(place, wait_quiet=0), script, 2.0,
-            WrkRun(0, "mapmesh", args.profile_connections),
-        )  # fmt: skip
-        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            time.sleep(0.3)
-            run = run_wrk(
-                target, upstream, dataclasses.replace(place, wait_quiet=0), script, seconds,
-                WrkRun(0, "mapmesh", args.profile_connections),
-            )  # fmt: skip
-            _, err = spy.communicate(timeout=seconds + 30)
-        finally:
-            if spy.poll() is None:
-                spy.kill()
-                spy.wait(5)
-    finally:
-        if moved:
-            _set_affinity(upstream.pid, place.upstream_cpu)
-    if not raw.exists():
-        return {"skipped": f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}"}
-    return summarize_profile(raw.read_text(), run, args.profile_rate, seconds)
+    def under_wrk(target: Target) -> tuple[float, float]:
+        run = run_wrk(target, upstream, quiet, script, seconds, WrkRun(0, target.name, connections))
+        return run.requests, run.cpu_us_per_request
 
+    def under_rate(target: Target) -> tuple[float, float]:
+        run = run_fixed_rate(target, upstream, quiet, rate, at_rate, 0)
+        return rate * (seconds + args.latency_warmup), run.cpu.proxy * 1e6 / rate
 
-# Frames of the process's start-up chain: on every stack, so they say nothing.
-_STARTUP_FRAMES = ("(<frozen runpy>)", "(typer/", "(mapmesh/cli/", "(mapmesh/__main__.py)",
-                   "(uvloop/__init__.py)", "(asyncio/runners.py)")  # fmt: skip
-_LOOP_FRAME = "Runner.run (asyncio/runners.py)"
-_LOOP_LABEL = "[no Python frame: uvloop/libuv C code, epoll, socket reads, callback dispatch]"
-
-
-def summarize_profile(text: str, run: WrkRun, rate: int, seconds: float) -> dict[str, Any]:
-    """Shares of samples per function (self = leaf frame; inclusive = anywhere on the stack),
-    turned into µs per request with the sidecar's measured CPU time per request."""
-    self_counts: collections.Counter[str] = collections.Counter()
-    incl_counts: collections.Counter[str] = collections.Counter()
-    stacks: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [f.strip() for f in stack.split(";") if f.strip()]
-        if not frames:
-            continue
-        total += count
-        leaf = _LOOP_LABEL if frames[-1] == _LOOP_FRAME else frames[-1]
-        self_counts[leaf] += count
-        useful = [f for f in frames if not any(s in f for s in _STARTUP_FRAMES)]
-        for name in set(useful):
-            incl_counts[name] += count
-        stacks[";".join(useful) or leaf] += count
-    if not total:
-        return {"skipped": "py-spy recorded no samples"}
-    cpu_us = run.cpu_us_per_request
-    requests = run.rps * seconds
-    sampled_us = total * 1e6 / rate / requests if requests else 0.0
-
-    def table(counter: collections.Counter[str], n: int) -> list[dict[str, Any]]:
-        return [
-            {"function": name, "share": round(c / total, 4),
-             "us_per_request": round(c / total * cpu_us, 2)}
-            for name, c in counter.most_common(n)
-        ]  # fmt: skip
-
-    return {
-        "wrk": {
-            **asdict(run),
-            "rps_per_cpu": run.rps_per_cpu,
-            "cpu_us_per_request": cpu_us,
-        },
-        "samples": total,
-        "rate_hz": rate,
-        "seconds": seconds,
-        # wall-clock samples per request: close to cpu_us_per_request when nothing else ran
-        "sampled_us_per_request": round(sampled_us, 2),
-        "self": table(self_counts, 30),
-        "inclusive": table(incl_counts, 40),
-        "top_stacks": table(stacks, 30),
-    }
+    loads = {f"wrk -c {connections}": under_wrk, f"{rate:.0f} req/s": under_rate}
+    result: dict[str, Any] = {"seconds": seconds, "rate_hz": args.profile_rate, "targets": {}}
+    for name in names:
+        target = targets[name]
+        run_wrk(target, upstream, quiet, script, 2.0, WrkRun(0, name, connections))  # warm
+        result["targets"][name] = found = {}
+        for load, run in loads.items():
+            data = workdir / f"profile-{name}.data"
+            perf = cpu_profile.record(target.pid, args.profile_rate, data)
+            if isinstance(perf, str):
+                return {"skipped": perf}
+            time.sleep(0.3)  # perf attaches
+            requests, cpu_us = run(target)
+            failed = cpu_profile.finish(perf)
+            if failed is not None:
+                return {"skipped": failed}
+            found[load] = cpu_profile.summarize(data, requests, args.profile_rate)
+            found[load]["cpu_us_per_request"] = round(cpu_us, 2)
+    return result
 
 
 # -- orchestration ----------------------------------------------------------------------------
@@ -1229,9 +1160,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile-seconds",
         type=float,
         default=10.0,
-        help="py-spy the sidecar under wrk load this long (0: skip)",
+        help="perf-profile each proxy under wrk load this long (0: skip)",
     )
-    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s")
+    p.add_argument("--profile-rate", type=int, default=999, help="perf samples/s")
     p.add_argument("--profile-connections", type=int, default=64, help="wrk -c while profiling")
     p.add_argument(
         "--proxy-cpu", "--server-cpu", type=int, default=0, help="core each proxy is pinned to"
@@ -1642,18 +1573,25 @@ def print_report(
         print(f"  floor: {ready['floor']}")
     if profile.get("skipped"):
         print(f"\n== profile skipped: {profile['skipped']}")
-    if profile.get("self"):
-        print(
-            f"\n== profile of the sidecar (py-spy, wrk -c {profile['wrk']['connections']}: "
-            f"{profile['wrk']['rps']:,.0f} req/s, {profile['wrk']['cpu_us_per_request']:.1f} µs "
-            f"CPU/request; samples cover {profile['sampled_us_per_request']:.1f} µs/request)"
-        )
-        print("  self time, µs per request:")
-        for row in profile["self"][:15]:
-            print(f"    {row['us_per_request']:>6.2f}  {row['share']:>5.1%}  {row['function']}")
-        print("  inclusive, µs per request:")
-        for row in profile["inclusive"][:25]:
-            print(f"    {row['us_per_request']:>6.2f}  {row['share']:>5.1%}  {row['function']}")
+    for name, loads in profile.get("targets", {}).items():
+        for load, found in loads.items():
+            if found.get("skipped"):
+                print(f"\n== profile of {name} under {load} skipped: {found['skipped']}")
+                continue
+            print(
+                f"\n== profile of {name} under {load} (perf): {found['cpu_us_per_request']:.1f}"
+                f" µs CPU/request; samples cover {found['sampled_us_per_request']:.1f}"
+            )
+            print("  " + ", ".join(
+                f"{part} {v['us_per_request']:.2f}" for part, v in found["components"].items()
+            ))  # fmt: skip
+            if name == "mapmesh":
+                print("  busiest symbols, self time, µs per request:")
+                for row in found["top"]:
+                    print(
+                        f"    {row['us_per_request']:>6.3f}  {row['share']:>5.1%}  "
+                        f"{row['symbol']}  ({row['dso']})"
+                    )
     noisy = [
         r
         for r in wrk_runs
@@ -1761,8 +1699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
         if "ready" not in args.skip:
             ready = measure_ready(processes, workdir, api_url, upstream_port, args)
-        if "profile" not in args.skip and args.profile_seconds > 0 and "mapmesh" in chosen:
-            profile = profile_sidecar(targets["mapmesh"], upstream, place, script, args, workdir)
+        if "profile" not in args.skip and args.profile_seconds > 0:
+            profiled = [name for name in chosen if name != "direct"]
+            profile = profile_proxies(targets, profiled, upstream, place, script, args, workdir)
         for name in chosen:
             if memory.get(name):
                 memory[name]["idle_after_load"] = memory_mb(targets[name].pid)

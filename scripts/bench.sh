@@ -7,7 +7,7 @@
 #   scripts/bench.sh dns --rounds 5        # only DNS, args go to bench/dns_vs_nsd.py
 #   scripts/bench.sh discover --duration 5 # only DiscoverInstances
 #   scripts/bench.sh proxy --wait-quiet 120  # the sidecar vs HAProxy/nginx (bench/proxy.py,
-#                                          # 15-20 minutes; installs haproxy and nginx;
+#                                          # about 25 minutes; installs haproxy, nginx and perf;
 #                                          # not part of "all")
 # With "all" (the default) the args go to both, so use flags they share (--duration,
 # --rounds, --warmup, --server-cpu, --client-cpu, --keep-temp).
@@ -25,7 +25,7 @@ esac
 # free port, so a running system nsd is harmless but not needed. Likewise haproxy and
 # nginx: bench/proxy.py starts its own instances with generated configs on free ports.
 if [ "$which" = proxy ]; then
-  bash scripts/bootstrap.sh haproxy nginx wrk
+  bash scripts/bootstrap.sh haproxy nginx wrk linux-perf
 else
   bash scripts/bootstrap.sh nsd dnsperf wrk
 fi
