@@ -1160,7 +1160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile-seconds",
         type=float,
         default=10.0,
-        help="perf-profile each proxy under wrk load this long (0: skip)",
+        help="perf-profile each proxy this long under wrk, then at the highest rate (0: skip)",
     )
     p.add_argument("--profile-rate", type=int, default=999, help="perf samples/s")
     p.add_argument("--profile-connections", type=int, default=64, help="wrk -c while profiling")
