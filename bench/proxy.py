@@ -34,9 +34,10 @@ What it does, in order:
    (``--state-dir`` holding the last snapshot) and a warm one whose control plane is
    unreachable; HAProxy and nginx for comparison, and the Python floor (``python -c pass``
    and importing the proxy's modules);
-8. profile (``--profile-seconds``, 0 skips it): perf samples each proxy in turn under the
-   same wrk load (:mod:`bench.cpu_profile`): µs per request in the kernel, CPython, the
-   compiled modules, httptools, uvloop and libc, and the sidecar's busiest symbols;
+8. profile (``--profile-seconds``, 0 skips it): perf samples each proxy in turn under wrk
+   and then at the highest fixed rate (:mod:`bench.cpu_profile`): µs per request in the
+   kernel, CPython, the compiled modules, httptools, uvloop and libc, and the sidecar's
+   busiest symbols;
 9. prints the tables and the targets met or missed, and writes
    ``bench/results/proxy-<time>.json``.
 
@@ -1580,7 +1581,7 @@ def print_report(
                 continue
             print(
                 f"\n== profile of {name} under {load} (perf): {found['cpu_us_per_request']:.1f}"
-                f" µs CPU/request; samples cover {found['sampled_us_per_request']:.1f}"
+                f" µs CPU/request; samples cover {found['sampled_us_per_request']:.1f} µs"
             )
             print("  " + ", ".join(
                 f"{part} {v['us_per_request']:.2f}" for part, v in found["components"].items()

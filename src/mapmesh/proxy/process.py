@@ -45,6 +45,7 @@ from mapmesh.proxy.deadlines import Deadlines
 from mapmesh.proxy.downstream import DownstreamConnection
 from mapmesh.proxy.registration import CloudMapRegistrar, RegistrationError
 from mapmesh.proxy.router import Router
+from mapmesh.proxy.routing.table import timeout_ms
 from mapmesh.proxy.stats import Stats
 from mapmesh.proxy.telemetry.runtime import DEFAULT_SAMPLING, ProxyTelemetry, TelemetryOptions
 from mapmesh.proxy.telemetry.spans import Identity
@@ -99,6 +100,7 @@ class ProxyProcess:
         )
         self._config = ConfigSource()  # what every listener reads per request
         self._inbound: ClusterRuntime | None = None
+        self._local: tuple[ClusterRuntime, int, int] | None = None  # for _inbound_target
         self._limits = RateLimiterSet(self.stats, self._clock)
         self._tls = TlsListeners()
         self._servers: list[asyncio.AbstractServer] = []
@@ -151,6 +153,7 @@ class ProxyProcess:
             logging_plan = self._access_log.prepare(snap.access_log)  # so do bad log formats
             config = build_config(snap, version, self._clusters, self._limits)
             self._inbound = self._inbound_cluster(snap)
+            self._local = self._local_target(snap)
         except Exception as exc:  # any reason to refuse is reported, never raised
             if logging_plan is not None:
                 self._access_log.discard(logging_plan)
@@ -224,11 +227,16 @@ class ProxyProcess:
             config, self.stats, self._clock, self._rng, self.options.connect_timeout
         )
 
-    def _inbound_target(self) -> tuple[ClusterRuntime, snapshot.Timeouts] | None:
-        config, cluster = self.config, self._inbound
-        if config is None or cluster is None or not config.snapshot.listeners:
+    def _local_target(self, snap: snapshot.Snapshot) -> tuple[ClusterRuntime, int, int] | None:
+        """The inbound app's cluster and the listener's (request, idle) timeouts in ms, worked
+        out once per snapshot rather than on every inbound request."""
+        if self._inbound is None:
             return None
-        return cluster, config.snapshot.listeners[0].timeout
+        request_ms, idle_ms = timeout_ms(snap.listeners[0].timeout)
+        return self._inbound, request_ms, idle_ms
+
+    def _inbound_target(self) -> tuple[ClusterRuntime, int, int] | None:
+        return self._local
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from mapmesh.model import snapshot
 from mapmesh.proxy.cluster import ClusterRuntime
 from mapmesh.proxy.config import PASSTHROUGH_TIMEOUTS, ProxyConfig
 from mapmesh.proxy.deadlines import Deadlines
@@ -84,7 +83,7 @@ class Router:
         rng: random.Random,
         deadlines: Deadlines,
         *,
-        inbound: Callable[[], tuple[ClusterRuntime, snapshot.Timeouts] | None] | None = None,
+        inbound: Callable[[], tuple[ClusterRuntime, int, int] | None] | None = None,
         passthrough: Callable[[str, int], ClusterRuntime] | None = None,
     ) -> None:
         if kind not in ("outbound", "inbound", "gateway"):
@@ -119,8 +118,7 @@ class Router:
             throttled = config.inbound_limit.check()
             if throttled is not None:
                 return LocalReply(429, throttled.reason, "RL", throttled.headers)
-            cluster, timeouts = local
-            request_ms, idle_ms = timeout_ms(timeouts)
+            cluster, request_ms, idle_ms = local
             return Target(cluster, request_ms, idle_ms, config.retry_policy(None))
         head = exchange.head
         host, port = self._locate(head.authority)
