@@ -81,7 +81,7 @@ def missing_toolchain() -> str | None:
 
 def build(native: ModuleType) -> None:
     from mypyc.build import mypycify
-    from setuptools import setup
+    from setuptools import Extension, setup
 
     digests = native.source_digests()  # before compiling: an edit meanwhile shows as stale
     if last_build(native).get("python") != sys.version:
@@ -97,6 +97,12 @@ def build(native: ModuleType) -> None:
         group_name=native.GROUP,
         target_dir=str(BUILD / "c"),
     )
+    extensions += [
+        Extension(
+            name, [str(native.source_path(name).relative_to(SRC))], extra_compile_args=["-O2"]
+        )
+        for name in native.C_MODULES
+    ]
     build_dirs = ["--build-temp", str(BUILD / "temp"), "--build-lib", str(BUILD / "lib")]
     setup(
         name="mapmesh-native",

@@ -66,6 +66,10 @@ MODULES: tuple[str, ...] = (
 )
 """Modules compiled by ``scripts/build_native.py`` (none is a package ``__init__``)."""
 
+C_MODULES: tuple[str, ...] = ("mapmesh.proxy.protocol._headscan",)
+"""Extensions written in C, built beside the others. Each has no source to fall back on:
+its importer has a Python path for when it cannot be imported (stale, or not built)."""
+
 GROUP = "mapmesh_native"
 """mypyc's name for the shared library of the compiled group."""
 
@@ -75,10 +79,11 @@ STAMP = _ROOT / "mapmesh" / "native-build.json"
 
 
 def source_path(module: str) -> Path:
-    return _ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    suffix = ".c" if module in C_MODULES else ".py"
+    return _ROOT.joinpath(*module.split(".")).with_suffix(suffix)
 
 
-def source_digests(modules: Sequence[str] = MODULES) -> dict[str, str]:
+def source_digests(modules: Sequence[str] = MODULES + C_MODULES) -> dict[str, str]:
     """SHA-256 of each module's source file, as the build records them."""
     return {name: hashlib.sha256(source_path(name).read_bytes()).hexdigest() for name in modules}
 
@@ -90,7 +95,7 @@ def compiled(module: ModuleType) -> bool:
 
 def _extensions_present() -> bool:
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    for name in MODULES:
+    for name in MODULES + C_MODULES:
         base = source_path(name).with_suffix("")
         if any(base.with_name(base.name + suffix).exists() for suffix in suffixes):
             return True
@@ -119,6 +124,8 @@ class _SourcesFirst:
     def find_spec(
         fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in C_MODULES:
+            raise ImportError(f"{fullname} is not loaded: the compiled modules are stale or off")
         if fullname not in MODULES:
             return None
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))

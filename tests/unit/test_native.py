@@ -12,7 +12,7 @@ from pathlib import Path
 import mapmesh
 from mapmesh import native
 from mapmesh.proxy import downstream, forwarding
-from mapmesh.proxy.protocol import http1_server
+from mapmesh.proxy.protocol import headers, http1_server
 
 SRC = Path(mapmesh.__file__).resolve().parent.parent
 PROBE = (
@@ -27,6 +27,7 @@ def test_the_request_path_runs_compiled() -> None:
         assert native.compiled(module), (
             f"{module.__name__} runs from source: .venv/bin/python scripts/build_native.py"
         )
+    assert headers._C is not None, "the C head scanner is not built"
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
@@ -55,6 +56,27 @@ def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> Non
     # every compiled module goes back to its source, not only the edited one
     assert stale.stdout.split() == ["False", "False"]
     assert "scripts/build_native.py" in stale.stderr
+
+
+def test_an_edited_c_source_is_not_loaded_and_python_searches_instead(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    check = (
+        "import mapmesh.proxy.protocol.headers as h; "
+        "head = b'GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n'; "
+        "print(h._C is not None, h.scan_head(head, 14).host, h.find_head_end(head, 0))"
+    )
+
+    def run() -> list[str]:
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        done = subprocess.run(
+            [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+        )
+        return done.stdout.split()
+
+    assert run() == ["True", "b'a'", "23"]
+    scanner = root / "mapmesh" / "proxy" / "protocol" / "_headscan.c"
+    scanner.write_text(scanner.read_text() + "\n/* edited after the build */\n")
+    assert run() == ["False", "b'a'", "23"]
 
 
 def test_without_a_build_record_the_sources_run(tmp_path: Path) -> None:

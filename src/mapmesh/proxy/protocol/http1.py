@@ -55,7 +55,13 @@ from mapmesh.proxy.protocol.events import (
     RequestHead,
     ResponseHead,
 )
-from mapmesh.proxy.protocol.headers import encode_fields, parse_field_block, replace_field
+from mapmesh.proxy.protocol.headers import (
+    encode_fields,
+    find_head_end,
+    find_line_end,
+    parse_field_block,
+    replace_field,
+)
 
 __all__ = [
     "CONTINUE_100",
@@ -84,6 +90,8 @@ _CHUNK_SIZE: Final = re.compile(
 )
 _END_BODY: Final = EndBody()
 _CRLF: Final = (13, 10)
+_head_end: Final = find_head_end  # module constants: no globals look-up per call
+_line_end: Final = find_line_end
 
 Step = Callable[[], Event | None]
 
@@ -238,7 +246,7 @@ class FramingReader:
         if isinstance(buf, bytes) and buf[pos] != 13 and buf[pos] != 10:
             # The common case: a whole head in one read. Typed as bytes, the operations
             # compile to direct calls; anything else takes the general path below.
-            end = buf.find(b"\r\n\r\n", max(self._scan, pos))
+            end = _head_end(buf, max(self._scan, pos))
             if end >= 0 and end + 4 - pos <= self.max_head_size:
                 head_end = end + 4
                 self._pos = self._scan = head_end
@@ -253,13 +261,13 @@ class FramingReader:
                     break
             self._pos = pos
         scan = max(self._scan, pos)
-        end = buf.find(b"\r\n\r\n", scan)
+        end = _head_end(buf, scan)
         if end < 0:
             if buf.find(b"\n\n", scan) >= 0:  # an LF-only peer: say so now, not at the limit
                 return self._fail(400, "malformed head: bare LF")
             size = len(buf) - pos
             if size > self.max_head_size:
-                if buf.find(b"\r\n", pos) < 0:
+                if _line_end(buf, pos) < 0:
                     return self._fail(414, f"{self._start_line} too long")
                 return self._fail(431, "header block too large")
             self._scan = max(len(buf) - 3, pos)
@@ -333,7 +341,7 @@ class FramingReader:
     def _read_chunk_size(self) -> Event | None:
         buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n", pos)
+        end = _line_end(buf, pos)
         if end < 0 or end - pos > MAX_CHUNK_LINE:
             if len(buf) - pos > MAX_CHUNK_LINE:
                 return self._fail(400, "invalid chunk framing: chunk size line too long")
@@ -385,7 +393,7 @@ class FramingReader:
         if buf.startswith(b"\r\n", pos):
             self._pos = pos + 2
             return self._end(_END_BODY)
-        end = buf.find(b"\r\n\r\n", max(self._scan, pos))
+        end = _head_end(buf, max(self._scan, pos))
         if end < 0:
             if len(buf) - pos > self.max_head_size:
                 return self._fail(431, "trailer section too large")

@@ -34,13 +34,14 @@ from mapmesh.proxy.protocol.events import (
     ProtocolError,
     ResponseHead,
 )
-from mapmesh.proxy.protocol.headers import cut_lines, scan_head
+from mapmesh.proxy.protocol.headers import cut_lines, find_line_end, scan_head
 from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
 
 __all__ = ["CLOSED_BEFORE_RESPONSE", "Http1ClientCodec"]
 
 CLOSED_BEFORE_RESPONSE: Final = "upstream closed the connection before responding"
 _FILLER: Final = memoryview(bytes(16384))  # stands in for a short body (_end_parser_message)
+_line_end: Final = find_line_end  # a module constant: no globals look-up per call
 
 
 class Http1ClientCodec(FramingReader):
@@ -123,7 +124,7 @@ class Http1ClientCodec(FramingReader):
         else:
             return self._fail(502, "unsupported HTTP version from upstream")
         status = head[9] * 100 + head[10] * 10 + head[11] - 5328  # 5328 = 48 * 111
-        line_end = head.find(b"\r\n")
+        line_end = _line_end(head, 0)
         block_end = len(head) - 2
         raw_headers = head[line_end + 2 : block_end]
         if status < 200:

@@ -35,12 +35,19 @@ from typing import Final
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from mapmesh.proxy.protocol.events import ConnectionClosed, Event, ProtocolError, RequestHead
-from mapmesh.proxy.protocol.headers import FieldScan, cut_lines, replace_field, scan_head
+from mapmesh.proxy.protocol.headers import (
+    FieldScan,
+    cut_lines,
+    find_line_end,
+    replace_field,
+    scan_head,
+)
 from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
 
 __all__ = ["Http1ServerCodec", "split_absolute_form"]
 
 _VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_line_end: Final = find_line_end  # a module constant: no globals look-up per call
 
 
 class Http1ServerCodec(FramingReader):
@@ -96,7 +103,7 @@ class Http1ServerCodec(FramingReader):
         # llhttp accepted the request line, so it ends with exactly "HTTP/d.d", or has no
         # version at all (HTTP/0.9): reading those bytes is cheaper than asking llhttp for a
         # string. (No negative slice start: compiled code does not wrap it around.)
-        line_end = head.find(b"\r\n")
+        line_end = _line_end(head, 0)
         token = head[line_end - 8 : line_end] if line_end > 8 else b""
         http_version = _VERSIONS.get(token)
         if http_version is None:
