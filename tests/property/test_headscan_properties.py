@@ -126,3 +126,201 @@ def test_a_head_with_every_hop_by_hop_field_gives_each_line_whole() -> None:
         (b"chunked",),
         True,
     )
+
+
+# -- the C head parser takes only what llhttp accepts, and reads it the same way ----------
+
+ANY_BYTE = st.integers(0, 255).map(lambda b: bytes([b]))
+METHODS = (b"GET", b"GET", b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
+           b"CONNECT", b"TRACE", b"get", b"FOO")  # fmt: skip
+target_piece = st.sampled_from(
+    [b"/", b"a", b"?", b"#", b"%20", b"h.b", b":80", b":", b"[::1]", b"@", b"*", b"~", b"{", b"="]
+)
+common_field = st.sampled_from(
+    [b"User-Agent: wrk", b"Accept: */*", b"Content-Type: text/plain", b"X-A:", b"X-B: a\tb "]
+)
+request_head = st.tuples(
+    st.sampled_from(METHODS),
+    st.sampled_from([b"/", b"http://worker.corp/", b"http://a:8080/", b"http://a.b", b"*"]),
+    st.lists(target_piece, max_size=4).map(b"".join),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    st.lists(st.one_of(common_field, common_field, common_field, line), max_size=6),
+).map(
+    lambda p: (
+        p[0]
+        + b" "
+        + p[1]
+        + p[2]
+        + b" "
+        + p[3]
+        + b"\r\n"
+        + b"".join(f + b"\r\n" for f in p[4])
+        + b"\r\n"
+    )
+)
+response_head = st.tuples(
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+    st.sampled_from([b"200", b"404", b"503", b"204", b"100", b"101", b"099", b"999"]),
+    st.sampled_from([b" OK", b" ", b" Not Found", b" a\tb", b""]),
+    st.lists(st.one_of(common_field, common_field, common_field, line), max_size=6),
+).map(lambda p: p[0] + b" " + p[1] + p[2] + b"\r\n" + b"".join(f + b"\r\n" for f in p[3]) + b"\r\n")
+
+
+@st.composite
+def mutated(draw: st.DrawFn, heads: st.SearchStrategy[bytes]) -> bytes:
+    """A head from ``heads`` with up to three bytes inserted, replaced or removed: most stay
+    valid, and the rest break the grammar by one byte, wherever it may be."""
+    data = bytearray(draw(heads))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data) - 1))
+        byte = draw(
+            st.sampled_from([0, 1, 9, 10, 13, 32, 35, 58, 127, 128, 255]) | st.integers(0, 255)
+        )
+        how = draw(st.sampled_from(["insert", "replace", "remove"]))
+        if how == "insert":
+            data[at:at] = bytes([byte])
+        elif how == "replace":
+            data[at] = byte
+        else:
+            del data[at]
+    return bytes(data)
+
+
+class _Heard:
+    def __init__(self) -> None:
+        self.url = b""
+        self.done = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_headers_complete(self) -> None:
+        self.done = True
+
+
+def llhttp_request(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(method, target, version) when llhttp accepts the whole head as an ordinary
+    request, else None."""
+    import httptools
+
+    heard = _Heard()
+    parser = httptools.HttpRequestParser(heard)
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not heard.done:
+        return None
+    return parser.get_method(), heard.url, parser.get_http_version().encode()
+
+
+def llhttp_response(data: bytes) -> tuple[int, bytes] | None:
+    import httptools
+
+    heard = _Heard()
+    parser = httptools.HttpResponseParser(heard)
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not heard.done:
+        return None
+    return parser.get_status_code(), parser.get_http_version().encode()
+
+
+def check_fields(data: bytes, parsed: tuple[object, ...]) -> None:
+    line_end = parsed[3]
+    assert line_end == data.find(b"\r\n")
+    assert fields(headers.fields_of(parsed, 4)) == fields(scan_head_regex(data, data.find(b"\r\n")))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mutated(request_head))
+def test_the_c_parser_takes_only_requests_llhttp_accepts_and_reads_them_alike(data: bytes) -> None:
+    parsed = headers.parse_head_fast(data, True)  # type: ignore[misc]
+    if parsed is None:
+        return
+    accepted = llhttp_request(data)
+    assert accepted is not None, "the C parser took a request llhttp refuses"
+    method, target, http_version = accepted
+    assert (parsed[0], parsed[1], b"1.%d" % parsed[2]) == (method, target, http_version)  # type: ignore[str-bytes-safe]
+    check_fields(data, parsed)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mutated(response_head))
+def test_the_c_parser_takes_only_responses_llhttp_accepts_and_reads_them_alike(
+    data: bytes,
+) -> None:
+    parsed = headers.parse_head_fast(data, False)  # type: ignore[misc]
+    if parsed is None:
+        return
+    accepted = llhttp_response(data)
+    assert accepted is not None, "the C parser took a response llhttp refuses"
+    status, http_version = accepted
+    assert (parsed[1], b"1.%d" % parsed[2]) == (status, http_version)  # type: ignore[str-bytes-safe]
+    line_end = data.find(b"\r\n")
+    assert parsed[0] == (data[13:line_end] if line_end > 13 else b"")
+    check_fields(data, parsed)
+
+
+@pytest.mark.parametrize(
+    ("data", "is_request"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: worker.corp\r\nUser-Agent: wrk\r\n\r\n", True),
+        (b"GET http://worker.corp/a?b=1 HTTP/1.1\r\nHost: worker.corp\r\n"
+         b"User-Agent: curl/7.88.1\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n\r\n", True),
+        (b"POST /x HTTP/1.1\r\nHost: a:8080\r\nContent-Length: 12\r\n"
+         b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", True),
+        (b"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 22:00:00 GMT\r\n"
+         b"Content-Type: text/plain\r\nContent-Length: 23\r\nConnection: keep-alive\r\n\r\n",
+         False),
+        (b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n", False),
+        (b"HTTP/1.0 204 \r\n\r\n", False),
+    ],
+)  # fmt: skip
+def test_common_heads_take_the_c_path(data: bytes, is_request: bool) -> None:
+    parsed = headers.parse_head_fast(data, is_request)  # type: ignore[misc]
+    assert parsed is not None
+    assert (llhttp_request(data) if is_request else llhttp_response(data)) is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+        b"GET /#frag HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: keep-alive, x-custom\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+    ],
+)
+def test_uncommon_requests_are_left_to_llhttp(data: bytes) -> None:
+    assert headers.parse_head_fast(data, True) is None  # type: ignore[misc]
+
+
+GOOD_REQUEST = (
+    b"POST http://a.b:80/p?q=1 HTTP/1.1\r\nHost: a.b\r\nContent-Length: 5\r\n"
+    b"Connection: keep-alive\r\nX-Note: some value\r\n\r\n"
+)
+GOOD_RESPONSE = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Note: some value\r\n\r\n"
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_no_single_byte_makes_the_c_parser_take_what_llhttp_refuses(byte: int) -> None:
+    """Every byte value, inserted at and written over every position of a good head."""
+    for good, is_request in ((GOOD_REQUEST, True), (GOOD_RESPONSE, False)):
+        assert headers.parse_head_fast(good, is_request) is not None  # type: ignore[misc]
+        for at in range(len(good) - 2):
+            inserted = good[:at] + bytes([byte]) + good[at:]
+            replaced = good[:at] + bytes([byte]) + good[at + 1 :]
+            for data in (inserted, replaced):
+                if headers.parse_head_fast(data, is_request) is None:  # type: ignore[misc]
+                    continue
+                accepted = llhttp_request(data) if is_request else llhttp_response(data)
+                assert accepted is not None, data

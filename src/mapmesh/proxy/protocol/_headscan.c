@@ -224,33 +224,120 @@ enum {
     F_COUNT,
 };
 
-static PyObject *
-scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* What a scan of the field lines found (new references, NULL for none). */
+typedef struct {
+    PyObject *text[F_COUNT]; /* the value slots: F_HOST ... F_UPGRADE */
+    PyObject *encodings;     /* list of lower-cased Transfer-Encoding values */
+    PyObject *spans;         /* list of (start, end) of lines to cut */
+    Py_ssize_t host_count, length_lines;
+    int options, ambiguous;
+} Found;
+
+static void
+found_clear(Found *f)
 {
-    const unsigned char *head, *line, *colon, *cr, *value, *value_end;
-    Py_ssize_t size, start, at, host_count = 0;
-    int kind, options = 0, ambiguous = 0, found;
-    PyObject *text[F_COUNT] = {NULL};
-    PyObject *encodings = NULL, *spans = NULL, *result = NULL, *item;
+    for (int i = 0; i < F_COUNT; i++)
+        Py_CLEAR(f->text[i]);
+    Py_CLEAR(f->encodings);
+    Py_CLEAR(f->spans);
+}
 
-    if (two_args("scan_fields", args, nargs, &start) < 0)
-        return NULL;
-    if (!PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "scan_fields() expects bytes");
-        return NULL;
+/* tchar (RFC 9110 §5.6.2) and the bytes a field value may hold here (HTAB, SP, VCHAR:
+ * obs-text is left to llhttp). */
+static unsigned char TCHAR[256], VALUE[256];
+
+static void
+init_tables(void)
+{
+    const char *extra = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        TCHAR[c] = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+                   || (c && strchr(extra, c) != NULL);
+        VALUE[c] = c == '\t' || (c >= 0x20 && c <= 0x7e);
     }
-    head = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    size = PyBytes_GET_SIZE(args[0]);
-    if (start < 0 || start > size)
-        start = size;
+}
 
-    /* `at` is the CRLF before a line; the head ends at an empty line. */
+/* The end of a field line starting at `line` (the CR of its CRLF), checking every byte when
+ * `strict`; NULL when the line breaks the grammar (or, not strict, has no CR). `*colon` is
+ * set to its first ':' (NULL: none). */
+static const unsigned char *
+line_end_of(const unsigned char *line, const unsigned char *limit, int strict,
+            const unsigned char **colon)
+{
+    const unsigned char *p = line;
+    if (!strict) {
+        const unsigned char *cr = memchr(line, '\r', (size_t)(limit - line));
+        *colon = cr == NULL ? NULL : memchr(line, ':', (size_t)(cr - line));
+        return cr;
+    }
+    while (p < limit && TCHAR[*p])
+        p++;
+    if (p == line || p >= limit || *p != ':')
+        return NULL;
+    *colon = p++;
+    while (p < limit && VALUE[*p])
+        p++;
+    if (p + 1 >= limit || p[0] != '\r' || p[1] != '\n')
+        return NULL;
+    return p;
+}
+
+static int
+digits_only(const unsigned char *v, Py_ssize_t n)
+{
+    if (n < 1 || n > 15)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int
+add_span(Found *f, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *a, *b, *pair;
+    if (f->spans == NULL && (f->spans = PyList_New(0)) == NULL)
+        return -1;
+    a = PyLong_FromSsize_t(start);
+    b = PyLong_FromSsize_t(end);
+    pair = (a != NULL && b != NULL) ? PyTuple_Pack(2, a, b) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (pair == NULL || PyList_Append(f->spans, pair) < 0) {
+        Py_XDECREF(pair);
+        return -1;
+    }
+    Py_DECREF(pair);
+    return 0;
+}
+
+/* Read the field lines of head[0:size] after the CRLF at `start` into `f`. Returns 1 when
+ * done, 0 to decline (the Python path decides), -1 on error. Not strict: the head is one
+ * llhttp accepted, and only a Connection option other than keep-alive, close or upgrade
+ * declines. Strict: the lines themselves are checked, and anything llhttp treats
+ * specially (several Content-Length lines, Content-Length beside Transfer-Encoding, a
+ * Transfer-Encoding other than one "chunked", an upgrade) also declines. */
+static int
+scan_lines(const unsigned char *head, Py_ssize_t size, Py_ssize_t start, int strict, Found *f)
+{
+    const unsigned char *line, *colon, *cr, *value, *value_end, *limit = head + size;
+    Py_ssize_t at;
+    int kind, options, te_lines = 0, ended = 0;
+    PyObject *item;
+
     for (at = start; at + 3 < size && head[at] == '\r' && head[at + 1] == '\n'; at = cr - head) {
         line = head + at + 2;
-        cr = memchr(line, '\r', (size_t)(size - at - 2));
-        if (cr == NULL || cr == line)
+        if (*line == '\r') {
+            ended = at + 4 == size && line[1] == '\n';
             break;
-        colon = memchr(line, ':', (size_t)(cr - line));
+        }
+        cr = line_end_of(line, limit, strict, &colon);
+        if (cr == NULL) {
+            if (strict)
+                return 0;
+            break;
+        }
         if (colon == NULL)
             continue;
         kind = kind_of(line, colon - line);
@@ -265,85 +352,248 @@ scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
         item = NULL;
         switch (kind) {
-        case K_HOST:
-            host_count++;
-            /* fall through */
         case K_CONTENT_LENGTH:
+            f->length_lines++;
+            if (strict && (f->length_lines > 1 || !digits_only(value, value_end - value)
+                           || memchr(colon, '\t', cr - colon) != NULL))
+                return 0;
+            /* fall through */
+        case K_HOST:
         case K_REQUEST_ID:
         case K_TRACEPARENT:
         case K_AMZN_TRACE_ID:
         case K_UPGRADE:
+            if (strict && kind == K_UPGRADE)
+                return 0;
             item = PyBytes_FromStringAndSize((const char *)value, value_end - value);
             break;
         case K_EXPECT:
             item = lowered(value, value_end - value);
             break;
         case K_CONNECTION:
-            found = connection_options(value, value_end - value);
-            if (found < 0)
-                goto done; /* an option the regex scanner deals with: result stays None */
-            options |= found;
+            options = connection_options(value, value_end - value);
+            if (options < 0 || (strict && (options & OPT_UPGRADE)))
+                return 0;
+            f->options |= options;
             break;
         case K_TRANSFER_ENCODING:
-            if (encodings == NULL && (encodings = PyList_New(0)) == NULL)
-                goto done;
+            if (strict && (++te_lines > 1 || value_end != cr || !same(value, cr - value, "chunked")
+                           || memchr(colon, '\t', cr - colon) != NULL))
+                return 0; /* llhttp is strict about this value's whitespace: take only the plain one */
+            if (f->encodings == NULL && (f->encodings = PyList_New(0)) == NULL)
+                return -1;
             item = lowered(value, value_end - value);
-            if (item == NULL || PyList_Append(encodings, item) < 0)
-                goto done;
+            if (item == NULL || PyList_Append(f->encodings, item) < 0) {
+                Py_XDECREF(item);
+                return -1;
+            }
             Py_CLEAR(item);
             break;
         case K_LOOKALIKE:
-            ambiguous = 1;
+            f->ambiguous = 1;
             break;
         }
         if (PyErr_Occurred())
-            goto done;
+            return -1;
         switch (kind) {
-        case K_HOST: put(&text[F_HOST], item); break;
-        case K_CONTENT_LENGTH: put(&text[F_CONTENT_LENGTH], item); break;
-        case K_REQUEST_ID: put(&text[F_REQUEST_ID], item); break;
-        case K_TRACEPARENT: put(&text[F_TRACEPARENT], item); break;
-        case K_AMZN_TRACE_ID: put(&text[F_AMZN_TRACE_ID], item); break;
-        case K_EXPECT: put(&text[F_EXPECT], item); break;
+        case K_HOST:
+            f->host_count++;
+            put(&f->text[F_HOST], item);
+            break;
+        case K_CONTENT_LENGTH: put(&f->text[F_CONTENT_LENGTH], item); break;
+        case K_REQUEST_ID: put(&f->text[F_REQUEST_ID], item); break;
+        case K_TRACEPARENT: put(&f->text[F_TRACEPARENT], item); break;
+        case K_AMZN_TRACE_ID: put(&f->text[F_AMZN_TRACE_ID], item); break;
+        case K_EXPECT: put(&f->text[F_EXPECT], item); break;
         default: /* a hop-by-hop line (or a look-alike): cut when forwarding */
             if (kind == K_UPGRADE)
-                put(&text[F_UPGRADE], item);
-            if (spans == NULL && (spans = PyList_New(0)) == NULL)
-                goto done;
-            item = Py_BuildValue("(nn)", at + 2, (Py_ssize_t)(cr - head) + 2);
-            if (item == NULL || PyList_Append(spans, item) < 0) {
-                Py_XDECREF(item);
-                goto done;
-            }
-            Py_DECREF(item);
+                put(&f->text[F_UPGRADE], item);
+            if (add_span(f, at + 2, (Py_ssize_t)(cr - head) + 2) < 0)
+                return -1;
         }
     }
+    if (strict && (!ended || (te_lines && f->length_lines)))
+        return 0;
+    return 1;
+}
 
-    if ((result = PyTuple_New(F_COUNT)) == NULL)
-        goto done;
+/* A tuple of `prefix` items (stolen references, which must not be NULL) then what `f`
+ * found; NULL on error. */
+static PyObject *
+found_tuple(Found *f, PyObject **prefix, int count)
+{
+    PyObject *result = PyTuple_New(count + F_COUNT), *item;
+    if (result == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++)
+        PyTuple_SET_ITEM(result, i, prefix[i]);
     for (int i = 0; i < F_COUNT; i++) {
         switch (i) {
-        case F_HOST_COUNT: item = PyLong_FromSsize_t(host_count); break;
-        case F_CONNECTION: item = PyLong_FromLong(options); break;
-        case F_AMBIGUOUS: item = Py_NewRef(ambiguous ? Py_True : Py_False); break;
+        case F_HOST_COUNT: item = PyLong_FromSsize_t(f->host_count); break;
+        case F_CONNECTION: item = PyLong_FromLong(f->options); break;
+        case F_AMBIGUOUS: item = Py_NewRef(f->ambiguous ? Py_True : Py_False); break;
         case F_TRANSFER_ENCODING:
-            item = encodings != NULL ? PyList_AsTuple(encodings) : PyTuple_New(0);
+            item = f->encodings != NULL ? PyList_AsTuple(f->encodings) : PyTuple_New(0);
             break;
-        case F_SPANS: item = spans != NULL ? Py_NewRef(spans) : PyTuple_New(0); break;
-        default: item = Py_NewRef(text[i] != NULL ? text[i] : Py_None);
+        case F_SPANS: item = f->spans != NULL ? Py_NewRef(f->spans) : PyTuple_New(0); break;
+        default: item = Py_NewRef(f->text[i] != NULL ? f->text[i] : Py_None);
         }
         if (item == NULL) {
-            Py_CLEAR(result);
-            goto done;
+            Py_DECREF(result);
+            return NULL;
         }
-        PyTuple_SET_ITEM(result, i, item);
+        PyTuple_SET_ITEM(result, count + i, item);
     }
+    return result;
+}
 
+static PyObject *
+scan_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Found f = {{NULL}};
+    Py_ssize_t start;
+    PyObject *result = NULL;
+    int done;
+
+    if (two_args("scan_fields", args, nargs, &start) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_fields() expects bytes");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (start < 0 || start > size)
+        start = size;
+    done = scan_lines((const unsigned char *)PyBytes_AS_STRING(args[0]), size, start, 0, &f);
+    if (done > 0)
+        result = found_tuple(&f, NULL, 0);
+    found_clear(&f);
+    if (result == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return result;
+}
+
+/* Methods taken here; any other (CONNECT included) goes to llhttp. */
+static const char *METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
+static PyObject *METHOD_BYTES[8];
+
+/* The request line of `head`: method (a shared bytes object), target, minor version and the
+ * offset of its CR; 0 when it is not one taken here. */
+static int
+request_line(const unsigned char *head, Py_ssize_t size, PyObject **method,
+             const unsigned char **target, Py_ssize_t *target_size, int *minor,
+             Py_ssize_t *line_end)
+{
+    const unsigned char *limit = head + size, *p, *sp = memchr(head, ' ', size < 8 ? size : 8);
+    int m;
+    if (sp == NULL)
+        return 0;
+    for (m = 0; METHODS[m] != NULL; m++)
+        if ((size_t)(sp - head) == strlen(METHODS[m]) && memcmp(head, METHODS[m], sp - head) == 0)
+            break;
+    if (METHODS[m] == NULL)
+        return 0;
+    p = *target = sp + 1;
+    if (p < limit && *p == '/') {
+        /* origin-form */
+    } else if (limit - p > 7 && memcmp(p, "http://", 7) == 0) {
+        /* absolute-form: a plain host name or address, an optional port, then a path */
+        const unsigned char *host = p += 7;
+        while (p < limit && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                             || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+            p++;
+        if (p == host)
+            return 0;
+        if (p < limit && *p == ':') {
+            const unsigned char *port = ++p;
+            while (p < limit && *p >= '0' && *p <= '9')
+                p++;
+            if (p == port || p - port > 5)
+                return 0;
+        }
+        if (p >= limit || *p != '/')
+            return 0;
+    } else {
+        return 0;
+    }
+    while (p < limit && *p > 0x20 && *p < 0x7f && *p != '#')
+        p++;
+    *target_size = p - *target;
+    if (limit - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || (p[8] != '0' && p[8] != '1')
+        || p[9] != '\r' || p[10] != '\n')
+        return 0;
+    *minor = p[8] - '0';
+    *line_end = p + 9 - head;
+    *method = Py_NewRef(METHOD_BYTES[m]);
+    return 1;
+}
+
+/* The status line of `head`: minor version, status, reason and the offset of its CR; 0
+ * when it is not one taken here. */
+static int
+status_line(const unsigned char *head, Py_ssize_t size, int *minor, int *status,
+            const unsigned char **reason, Py_ssize_t *reason_size, Py_ssize_t *line_end)
+{
+    const unsigned char *limit = head + size, *p = head + 13;
+    if (size < 15 || memcmp(head, "HTTP/1.", 7) != 0 || (head[7] != '0' && head[7] != '1')
+        || head[8] != ' ' || head[12] != ' ')
+        return 0;
+    for (int i = 9; i < 12; i++)
+        if (head[i] < '0' || head[i] > '9')
+            return 0;
+    while (p < limit && VALUE[*p])
+        p++;
+    if (p + 1 >= limit || p[0] != '\r' || p[1] != '\n')
+        return 0;
+    *minor = head[7] - '0';
+    *status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
+    if (*status < 200)
+        return 0; /* informational (101 included): rare, and llhttp reads them its own way */
+    *reason = head + 13;
+    *reason_size = p - *reason;
+    *line_end = p - head;
+    return 1;
+}
+
+static PyObject *
+parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Found f = {{NULL}};
+    PyObject *prefix[4] = {NULL}, *result = NULL;
+    const unsigned char *head, *text;
+    Py_ssize_t size, text_size, line_end;
+    int request, minor, status, done;
+
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "parse_head() takes a bytes head and a bool");
+        return NULL;
+    }
+    head = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    size = PyBytes_GET_SIZE(args[0]);
+    request = PyObject_IsTrue(args[1]);
+    if (request < 0)
+        return NULL;
+    if (request) {
+        if (!request_line(head, size, &prefix[0], &text, &text_size, &minor, &line_end))
+            Py_RETURN_NONE;
+        prefix[1] = PyBytes_FromStringAndSize((const char *)text, text_size);
+    } else {
+        if (!status_line(head, size, &minor, &status, &text, &text_size, &line_end))
+            Py_RETURN_NONE;
+        prefix[0] = PyBytes_FromStringAndSize((const char *)text, text_size);
+        prefix[1] = PyLong_FromLong(status);
+    }
+    prefix[2] = PyLong_FromLong(minor);
+    prefix[3] = PyLong_FromSsize_t(line_end);
+    if (prefix[0] == NULL || prefix[1] == NULL || prefix[2] == NULL || prefix[3] == NULL)
+        goto done;
+    done = scan_lines(head, size, line_end, 1, &f);
+    if (done > 0 && (result = found_tuple(&f, prefix, 4)) != NULL)
+        memset(prefix, 0, sizeof prefix); /* stolen by the tuple */
 done:
-    for (int i = 0; i < F_COUNT; i++)
-        Py_XDECREF(text[i]);
-    Py_XDECREF(encodings);
-    Py_XDECREF(spans);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(prefix[i]);
+    found_clear(&f);
     if (result == NULL && !PyErr_Occurred())
         Py_RETURN_NONE;
     return result;
@@ -354,6 +604,8 @@ static PyMethodDef methods[] = {
      "Offset of the first CRLF CRLF at or after start, or -1."},
     {"find_line_end", (PyCFunction)(void (*)(void))find_line_end, METH_FASTCALL,
      "Offset of the first CRLF at or after start, or -1."},
+    {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
+     "A head's start line and fields, validated, as a tuple; None when llhttp must decide."},
     {"scan_fields", (PyCFunction)(void (*)(void))scan_fields, METH_FASTCALL,
      "The fields scan_head acts on, as a tuple; None when the regex scanner must decide."},
     {NULL, NULL, 0, NULL},
@@ -368,5 +620,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__headscan(void)
 {
+    init_tables();
+    for (int m = 0; METHODS[m] != NULL; m++)
+        if ((METHOD_BYTES[m] = PyBytes_FromString(METHODS[m])) == NULL)
+            return NULL;
     return PyModuleDef_Init(&module);
 }

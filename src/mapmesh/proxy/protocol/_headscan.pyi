@@ -1,20 +1,13 @@
 # The C searches of _headscan.c (documented there); headers.py is their specification.
-
-FoundFields = tuple[
-    bytes | None,  # host
-    int,  # host_count
-    bytes | None,  # content_length
-    bytes | None,  # request_id
-    bytes | None,  # traceparent
-    bytes | None,  # amzn_trace_id
-    bytes | None,  # expect (lower-cased)
-    int,  # Connection options: 1 keep-alive, 2 close, 4 upgrade
-    tuple[bytes, ...],  # transfer_encoding (lower-cased)
-    bytes | None,  # upgrade
-    bool,  # ambiguous
-    list[tuple[int, int]] | tuple[()],  # spans
-]
+#
+# scan_fields and parse_head answer with plain tuples (typed loosely on purpose: compiled
+# code then reads items by index instead of unpacking a typed tuple by iteration). Their
+# field part, read by headers.fields_of:
+#   host, host_count, content_length, request_id, traceparent, amzn_trace_id,
+#   expect (lower-cased), Connection options (bits: 1 keep-alive, 2 close, 4 upgrade),
+#   transfer_encoding (tuple, lower-cased), upgrade, ambiguous, spans
 
 def find_head_end(buf: bytes | bytearray, start: int, /) -> int: ...
 def find_line_end(buf: bytes | bytearray, start: int, /) -> int: ...
-def scan_fields(head: bytes, start: int, /) -> FoundFields | None: ...
+def scan_fields(head: bytes, start: int, /) -> tuple[object, ...] | None: ...
+def parse_head(head: bytes, request: bool, /) -> tuple[object, ...] | None: ...

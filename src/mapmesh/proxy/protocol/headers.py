@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
-from typing import Final
+from typing import Final, cast
 
 from mapmesh.proxy.protocol.events import Fields
 
@@ -26,12 +26,14 @@ __all__ = [
     "FieldScan",
     "cut_lines",
     "encode_fields",
+    "fields_of",
     "find_head_end",
     "find_line_end",
     "get_field",
     "get_fields",
     "header_map",
     "parse_field_block",
+    "parse_head_fast",
     "replace_field",
     "scan_head",
     "scan_head_regex",
@@ -160,6 +162,14 @@ find_line_end: Final[Callable[[bytes | bytearray, int], int]] = (
 )
 """Offset of the first CRLF at or after ``start``, or -1 (``buf.find``, faster)."""
 _SCAN_FIELDS: Final = _C.scan_fields if _C is not None else None
+parse_head_fast: Final[Callable[[bytes, bool], tuple[object, ...] | None] | None] = (
+    _C.parse_head if _C is not None else None
+)
+"""The C parser of heads in the common shape (see ``_headscan.c``): for a request head,
+``(method, target, minor version, offset of the start line's CR, *fields)``; for a response
+head, ``(reason, status, minor version, offset, *fields)`` — where :func:`fields_of` reads
+``fields`` — or None when the head is not one it takes: llhttp then decides. None itself
+where the C module is not built."""
 
 
 class FieldScan:
@@ -214,16 +224,29 @@ def scan_head(head: bytes, start: int) -> FieldScan:
     if scan_fields is not None:
         found = scan_fields(head, start)
         if found is not None:
-            scan = FieldScan()
-            (
-                scan.host, scan.host_count, scan.content_length, scan.request_id,
-                scan.traceparent, scan.amzn_trace_id, scan.expect, options,
-                scan.transfer_encoding, scan.upgrade, scan.ambiguous, scan.spans,
-            ) = found  # fmt: skip
-            if options:
-                scan.connection = _OPTION_SETS[options]
-            return scan
+            return fields_of(found, 0)
     return scan_head_regex(head, start)
+
+
+def fields_of(found: tuple[object, ...], at: int) -> FieldScan:
+    """The :class:`FieldScan` of what the C scanner found, from ``found[at]`` on. (Read item
+    by item: unpacking a tuple typed field by field costs a generic iteration.)"""
+    scan = FieldScan()
+    scan.host = cast(bytes | None, found[at])
+    scan.host_count = cast(int, found[at + 1])
+    scan.content_length = cast(bytes | None, found[at + 2])
+    scan.request_id = cast(bytes | None, found[at + 3])
+    scan.traceparent = cast(bytes | None, found[at + 4])
+    scan.amzn_trace_id = cast(bytes | None, found[at + 5])
+    scan.expect = cast(bytes | None, found[at + 6])
+    options = cast(int, found[at + 7])
+    if options:
+        scan.connection = _OPTION_SETS[options]
+    scan.transfer_encoding = cast(tuple[bytes, ...], found[at + 8])
+    scan.upgrade = cast(bytes | None, found[at + 9])
+    scan.ambiguous = cast(bool, found[at + 10])
+    scan.spans = cast(Sequence[tuple[int, int]], found[at + 11])
+    return scan
 
 
 def scan_head_regex(head: bytes, start: int) -> FieldScan:

@@ -23,7 +23,7 @@ upstream had just closed (the keep-alive race) from a broken response.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -34,14 +34,21 @@ from mapmesh.proxy.protocol.events import (
     ProtocolError,
     ResponseHead,
 )
-from mapmesh.proxy.protocol.headers import cut_lines, find_line_end, scan_head
+from mapmesh.proxy.protocol.headers import (
+    cut_lines,
+    fields_of,
+    find_line_end,
+    parse_head_fast,
+    scan_head,
+)
 from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, HeadCallbacks
 
 __all__ = ["CLOSED_BEFORE_RESPONSE", "Http1ClientCodec"]
 
 CLOSED_BEFORE_RESPONSE: Final = "upstream closed the connection before responding"
 _FILLER: Final = memoryview(bytes(16384))  # stands in for a short body (_end_parser_message)
-_line_end: Final = find_line_end  # a module constant: no globals look-up per call
+_line_end: Final = find_line_end  # module constants: no globals look-up per call
+_parse_fast: Final = parse_head_fast
 
 
 class Http1ClientCodec(FramingReader):
@@ -101,38 +108,49 @@ class Http1ClientCodec(FramingReader):
         return self._parse_head(found)
 
     def _parse_head(self, head: bytes) -> Event:
-        callbacks = self._callbacks
-        callbacks.reset()
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = HttpResponseParser(callbacks)
-        try:
-            parser.feed_data(head)
-        except HttpParserUpgrade:
-            return self._fail(502, "upstream switched protocols unasked")
-        except HttpParserError as exc:
-            return self._fail(502, f"malformed response: {exc}")
-        if not callbacks.done:
-            return self._fail(502, "malformed response: incomplete head")
-
-        # llhttp accepted the status line: "HTTP/d.d", one space, exactly three digits.
-        # Reading those bytes is cheaper than asking llhttp through a method call.
-        if head.startswith(b"HTTP/1.1 "):
-            http_version = "1.1"
-        elif head.startswith(b"HTTP/1.0 "):
-            http_version = "1.0"
+        # A head in the common shape is validated and read in one C pass; llhttp decides on
+        # every other (see _headscan.c: what the C parser takes, llhttp also accepts).
+        parsed = _parse_fast(head, False) if _parse_fast is not None else None
+        parser: HttpResponseParser | None = None
+        if parsed is not None:
+            reason = cast(bytes, parsed[0])
+            status = cast(int, parsed[1])
+            http_version = "1.1" if parsed[2] else "1.0"
+            line_end = cast(int, parsed[3])
         else:
-            return self._fail(502, "unsupported HTTP version from upstream")
-        status = head[9] * 100 + head[10] * 10 + head[11] - 5328  # 5328 = 48 * 111
-        line_end = _line_end(head, 0)
+            callbacks = self._callbacks
+            callbacks.reset()
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = HttpResponseParser(callbacks)
+            try:
+                parser.feed_data(head)
+            except HttpParserUpgrade:
+                return self._fail(502, "upstream switched protocols unasked")
+            except HttpParserError as exc:
+                return self._fail(502, f"malformed response: {exc}")
+            if not callbacks.done:
+                return self._fail(502, "malformed response: incomplete head")
+
+            # llhttp accepted the status line: "HTTP/d.d", one space, exactly three digits.
+            # Reading those bytes is cheaper than asking llhttp through a method call.
+            if head.startswith(b"HTTP/1.1 "):
+                http_version = "1.1"
+            elif head.startswith(b"HTTP/1.0 "):
+                http_version = "1.0"
+            else:
+                return self._fail(502, "unsupported HTTP version from upstream")
+            status = head[9] * 100 + head[10] * 10 + head[11] - 5328  # 5328 = 48 * 111
+            line_end = _line_end(head, 0)
+            reason = _reason(head, line_end)
         block_end = len(head) - 2
         raw_headers = head[line_end + 2 : block_end]
         if status < 200:
             if status == 101:
                 return self._fail(502, "upstream switched protocols unasked")
-            return InformationalResponse(status, _reason(head, line_end), None, raw_headers)
+            return InformationalResponse(status, reason, None, raw_headers)
 
-        scan = scan_head(head, line_end)
+        scan = fields_of(parsed, 4) if parsed is not None else scan_head(head, line_end)
         chunked = False
         if scan.transfer_encoding:
             if scan.transfer_encoding != (b"chunked",):
@@ -153,7 +171,7 @@ class Http1ClientCodec(FramingReader):
         forward_headers = raw_headers
         if scan.spans:
             forward_headers = cut_lines(head, scan.spans, line_end + 2, block_end)
-        if not callbacks.message_done:
+        if parser is not None and not self._callbacks.message_done:
             self._end_parser_message(parser, None if chunked else content_length)
 
         self._body_limit = None
@@ -163,7 +181,7 @@ class Http1ClientCodec(FramingReader):
             self._start_body(0, False)
         return ResponseHead(
             status,
-            _reason(head, line_end),
+            reason,
             http_version,
             None,
             raw_headers,

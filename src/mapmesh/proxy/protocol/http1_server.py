@@ -30,7 +30,7 @@ a tunnel, which is the router's business. Upgrade requests (WebSocket) are repor
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -38,7 +38,9 @@ from mapmesh.proxy.protocol.events import ConnectionClosed, Event, ProtocolError
 from mapmesh.proxy.protocol.headers import (
     FieldScan,
     cut_lines,
+    fields_of,
     find_line_end,
+    parse_head_fast,
     replace_field,
     scan_head,
 )
@@ -47,7 +49,8 @@ from mapmesh.proxy.protocol.http1 import DEFAULT_MAX_HEAD_SIZE, FramingReader, H
 __all__ = ["Http1ServerCodec", "split_absolute_form"]
 
 _VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
-_line_end: Final = find_line_end  # a module constant: no globals look-up per call
+_line_end: Final = find_line_end  # module constants: no globals look-up per call
+_parse_fast: Final = parse_head_fast
 
 
 class Http1ServerCodec(FramingReader):
@@ -84,36 +87,21 @@ class Http1ServerCodec(FramingReader):
         return self._parse_head(found)
 
     def _parse_head(self, head: bytes) -> Event:
-        callbacks = self._callbacks
-        callbacks.reset()
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = HttpRequestParser(callbacks)
-        try:
-            parser.feed_data(head)
-        except HttpParserUpgrade:
-            self._parser = None  # CONNECT, or Connection: upgrade with an Upgrade field
-        except HttpParserError as exc:
-            return self._fail(400, f"malformed request: {exc}")
-        if not callbacks.done:
-            return self._fail(400, "malformed request: incomplete head")
-        if not callbacks.message_done:
-            self._parser = None  # llhttp now expects a body it will never see
-
-        # llhttp accepted the request line, so it ends with exactly "HTTP/d.d", or has no
-        # version at all (HTTP/0.9): reading those bytes is cheaper than asking llhttp for a
-        # string. (No negative slice start: compiled code does not wrap it around.)
-        line_end = _line_end(head, 0)
-        token = head[line_end - 8 : line_end] if line_end > 8 else b""
-        http_version = _VERSIONS.get(token)
-        if http_version is None:
-            if token[:5] != b"HTTP/":
-                return self._fail(400, "malformed request line")
-            return self._fail(505, "HTTP version not supported")
+        # A head in the common shape is validated and read in one C pass; llhttp decides on
+        # every other (see _headscan.c: what the C parser takes, llhttp also accepts).
+        parsed = _parse_fast(head, True) if _parse_fast is not None else None
+        if parsed is not None:
+            method = cast(bytes, parsed[0])
+            target = cast(bytes, parsed[1])
+            http_version = "1.1" if parsed[2] else "1.0"
+            scan = fields_of(parsed, 4)
+            line_end = cast(int, parsed[3])
+        else:
+            checked = self._parse_with_llhttp(head)
+            if isinstance(checked, ProtocolError):
+                return checked
+            method, target, http_version, line_end, scan = checked
         http11 = http_version == "1.1"
-        method = parser.get_method()
-        target = callbacks.url
-        scan = scan_head(head, line_end)
 
         if scan.ambiguous:
             return self._fail(400, "framing field spelled with an underscore")
@@ -172,6 +160,39 @@ class Http1ServerCodec(FramingReader):
             scan.traceparent,
             scan.amzn_trace_id,
         )
+
+    def _parse_with_llhttp(
+        self, head: bytes
+    ) -> tuple[bytes, bytes, str, int, FieldScan] | ProtocolError:
+        """(method, target, HTTP version, offset of the request line's CR, fields) of a
+        head llhttp accepts, else the error to answer."""
+        callbacks = self._callbacks
+        callbacks.reset()
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = HttpRequestParser(callbacks)
+        try:
+            parser.feed_data(head)
+        except HttpParserUpgrade:
+            self._parser = None  # CONNECT, or Connection: upgrade with an Upgrade field
+        except HttpParserError as exc:
+            return self._fail(400, f"malformed request: {exc}")
+        if not callbacks.done:
+            return self._fail(400, "malformed request: incomplete head")
+        if not callbacks.message_done:
+            self._parser = None  # llhttp now expects a body it will never see
+
+        # llhttp accepted the request line, so it ends with exactly "HTTP/d.d", or has no
+        # version at all (HTTP/0.9): reading those bytes is cheaper than asking llhttp for a
+        # string. (No negative slice start: compiled code does not wrap it around.)
+        line_end = _line_end(head, 0)
+        token = head[line_end - 8 : line_end] if line_end > 8 else b""
+        http_version = _VERSIONS.get(token)
+        if http_version is None:
+            if token[:5] != b"HTTP/":
+                return self._fail(400, "malformed request line")
+            return self._fail(505, "HTTP version not supported")
+        return parser.get_method(), callbacks.url, http_version, line_end, scan_head(head, line_end)
 
     def _message_done(self) -> None:
         if self._close_after:
