@@ -66,7 +66,7 @@ MODULES: tuple[str, ...] = (
 )
 """Modules compiled by ``scripts/build_native.py`` (none is a package ``__init__``)."""
 
-C_MODULES: tuple[str, ...] = ("mapmesh.proxy.protocol._headscan",)
+C_MODULES: tuple[str, ...] = ("mapmesh.proxy._speedups",)
 """Extensions written in C, built beside the others. Each has no source to fall back on:
 its importer has a Python path for when it cannot be imported (stale, or not built)."""
 

@@ -74,7 +74,7 @@ def test_an_edited_c_source_is_not_loaded_and_python_searches_instead(tmp_path: 
         return done.stdout.split()
 
     assert run() == ["True", "b'a'", "23"]
-    scanner = root / "mapmesh" / "proxy" / "protocol" / "_headscan.c"
+    scanner = root / "mapmesh" / "proxy" / "_speedups.c"
     scanner.write_text(scanner.read_text() + "\n/* edited after the build */\n")
     assert run() == ["False", "b'a'", "23"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from types import ModuleType
 from typing import Final, cast
 
+from mapmesh.proxy import speedups
 from mapmesh.proxy.protocol.events import Fields
 
 __all__ = [
@@ -135,15 +135,6 @@ _OPTION_SETS: Final[tuple[frozenset[bytes], ...]] = tuple(
 )
 
 
-def _accelerator() -> ModuleType | None:
-    """The C searches (``_headscan.c``), or None where they are not built or are stale."""
-    try:
-        from mapmesh.proxy.protocol import _headscan
-    except ImportError:
-        return None
-    return _headscan
-
-
 def _find_head_end(buf: bytes | bytearray, start: int) -> int:
     return buf.find(b"\r\n\r\n", start)
 
@@ -152,7 +143,7 @@ def _find_line_end(buf: bytes | bytearray, start: int) -> int:
     return buf.find(b"\r\n", start)
 
 
-_C: Final = _accelerator()
+_C: Final = speedups.C
 find_head_end: Final[Callable[[bytes | bytearray, int], int]] = (
     _C.find_head_end if _C is not None else _find_head_end
 )
@@ -165,7 +156,7 @@ _SCAN_FIELDS: Final = _C.scan_fields if _C is not None else None
 parse_head_fast: Final[Callable[[bytes, bool], tuple[object, ...] | None] | None] = (
     _C.parse_head if _C is not None else None
 )
-"""The C parser of heads in the common shape (see ``_headscan.c``): for a request head,
+"""The C parser of heads in the common shape (see ``_speedups.c``): for a request head,
 ``(method, target, minor version, offset of the start line's CR, *fields)``; for a response
 head, ``(reason, status, minor version, offset, *fields)`` — where :func:`fields_of` reads
 ``fields`` — or None when the head is not one it takes: llhttp then decides. None itself
@@ -215,7 +206,7 @@ def scan_head(head: bytes, start: int) -> FieldScan:
     """Find the fields the codec acts on in ``head`` (a validated message head ending with
     CRLF CRLF); ``start`` is the offset of the CRLF that ends the start line.
 
-    The C scanner (``_headscan.c``) answers in one pass over the head's bytes, about five
+    The C scanner (``_speedups.c``) answers in one pass over the head's bytes, about five
     times faster than the regex; :func:`scan_head_regex` is the specification it is tested
     against, and answers when the C scanner is not built or declines (a ``Connection``
     field naming an option other than keep-alive, close or upgrade).

@@ -109,7 +109,7 @@ class Http1ClientCodec(FramingReader):
 
     def _parse_head(self, head: bytes) -> Event:
         # A head in the common shape is validated and read in one C pass; llhttp decides on
-        # every other (see _headscan.c: what the C parser takes, llhttp also accepts).
+        # every other (see _speedups.c: what the C parser takes, llhttp also accepts).
         parsed = _parse_fast(head, False) if _parse_fast is not None else None
         parser: HttpResponseParser | None = None
         if parsed is not None:

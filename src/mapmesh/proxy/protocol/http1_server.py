@@ -88,7 +88,7 @@ class Http1ServerCodec(FramingReader):
 
     def _parse_head(self, head: bytes) -> Event:
         # A head in the common shape is validated and read in one C pass; llhttp decides on
-        # every other (see _headscan.c: what the C parser takes, llhttp also accepts).
+        # every other (see _speedups.c: what the C parser takes, llhttp also accepts).
         parsed = _parse_fast(head, True) if _parse_fast is not None else None
         if parsed is not None:
             method = cast(bytes, parsed[0])

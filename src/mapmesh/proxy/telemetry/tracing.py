@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from mapmesh.proxy import speedups
 from mapmesh.proxy.protocol.events import RequestHead
 
 __all__ = [
@@ -71,13 +72,18 @@ Attempt = tuple[bytes, float, float, str, int, str]
 endpoint ``address:port``, status (0: none), response flag or "")."""
 
 
+def _random_hex_python(count: int) -> bytes:
+    return b"%0*x" % (count, _bits(count * 4))
+
+
+_random_hex: Final[Callable[[int], bytes]] = (
+    speedups.C.random_hex if speedups.C is not None else _random_hex_python
+)
+"""``count`` random lower-case hex digits: one C call where the speedups are built."""
+
+
 def new_span_id() -> bytes:
-    return b"%016x" % _bits(64)
-
-
-def _random_bytes(count: int) -> bytes:
-    """``count`` random bytes (``Random.randbytes`` is Python code in 3.11; this is two C calls)."""
-    return _bits(count * 8).to_bytes(count, "little")
+    return _random_hex(16)
 
 
 class Trace:
@@ -196,7 +202,7 @@ def trace_fields(head: RequestHead, sampler: Sampler) -> tuple[bytes, bytes, Tra
     request_id = head.request_id
     if head.traceparent is None and head.amzn_trace_id is None:  # a first hop
         if sampler.sample():
-            ids = _random_bytes(48).hex().encode()  # one draw: request, trace, 2 spans
+            ids = _random_hex(96)  # one draw: request, trace, 2 spans
             trace_id = ids[32:64]
             client = ids[64:80]
             trace = Trace(trace_id, ids[80:], None, client)
@@ -210,7 +216,7 @@ def trace_fields(head: RequestHead, sampler: Sampler) -> tuple[bytes, bytes, Tra
             else:
                 added = b"traceparent: 00-%s-%s-01\r\n" % (trace_id, client)
             return request_id, added, trace
-        ids = _random_bytes(40).hex().encode()
+        ids = _random_hex(80)
         if request_id is None:
             request_id = ids[:32]
             added = b"x-request-id: %s\r\ntraceparent: 00-%s-%s-00\r\n" % (
@@ -230,7 +236,7 @@ def _continued(
     """A request that carries a trace context (or a broken one)."""
     added = b""
     if request_id is None:
-        request_id = b"%032x" % _bits(128)
+        request_id = _random_hex(32)
         added = b"x-request-id: %s\r\n" % request_id
     traceparent = head.traceparent
     if traceparent is not None:
@@ -242,10 +248,10 @@ def _continued(
             return request_id, added, trace
         if not sampler.sample():
             return request_id, added, None
-        trace_id = b"%032x" % _bits(128)
+        trace_id = _random_hex(32)
         return request_id, added, Trace(trace_id, new_span_id(), None, new_span_id(), traceparent)
     amzn = parse_amzn_trace_id(head.amzn_trace_id or b"")
-    trace_id, parent, decided = amzn if amzn is not None else (b"%032x" % _bits(128), None, None)
+    trace_id, parent, decided = amzn if amzn is not None else (_random_hex(32), None, None)
     sampled = sampler.sample() if decided is None else decided
     client = new_span_id()
     if not sampled:

@@ -1,8 +1,9 @@
-# The C searches of _headscan.c (documented there); headers.py is their specification.
+# The C functions of _speedups.c (documented there); the Python code each stands in for is
+# its specification.
 #
 # scan_fields and parse_head answer with plain tuples (typed loosely on purpose: compiled
 # code then reads items by index instead of unpacking a typed tuple by iteration). Their
-# field part, read by headers.fields_of:
+# field part, read by mapmesh.proxy.protocol.headers.fields_of:
 #   host, host_count, content_length, request_id, traceparent, amzn_trace_id,
 #   expect (lower-cased), Connection options (bits: 1 keep-alive, 2 close, 4 upgrade),
 #   transfer_encoding (tuple, lower-cased), upgrade, ambiguous, spans
@@ -11,3 +12,4 @@ def find_head_end(buf: bytes | bytearray, start: int, /) -> int: ...
 def find_line_end(buf: bytes | bytearray, start: int, /) -> int: ...
 def scan_fields(head: bytes, start: int, /) -> tuple[object, ...] | None: ...
 def parse_head(head: bytes, request: bool, /) -> tuple[object, ...] | None: ...
+def random_hex(count: int, /) -> bytes: ...

@@ -1,29 +1,47 @@
-/* The searches every proxied message head goes through, in C.
+/* The request path's few byte-level loops, in C: what the proxy does to every message
+ * head, and the random ids of every request.
+ *
+ * parse_head(head, request) -> tuple | None
+ *     A whole head (through CRLF CRLF) validated and read in one pass, when it is in the
+ *     common shape: a method llhttp knows (not CONNECT), an origin-form or plain
+ *     absolute-form target, HTTP/1.0 or 1.1, field values of visible ASCII, at most one
+ *     plain Content-Length or Transfer-Encoding: chunked (not both), no upgrade; for
+ *     responses a status of 200 or more. This is a subset of what llhttp accepts, so on
+ *     None the codec asks llhttp, and nothing llhttp refuses gets through here.
+ *     A request gives (method, target, minor version, offset of the start line's CR,
+ *     *fields); a response (reason, status, minor version, offset, *fields).
+ *
+ * scan_fields(head, start) -> tuple | None
+ *     The fields of a head llhttp has validated, after the CRLF at `start`; None when a
+ *     Connection field names an option other than keep-alive, close or upgrade (the regex
+ *     scanner also cuts the lines such options name).
+ *
+ *     `fields` is (host, host_count, content_length, request_id, traceparent,
+ *     amzn_trace_id, expect, connection, transfer_encoding, upgrade, ambiguous, spans),
+ *     where `connection` is a bit set of the Connection options (1 keep-alive, 2 close,
+ *     4 upgrade) and the rest is as in headers.FieldScan.
  *
  * find_head_end(buf, start) -> int, find_line_end(buf, start) -> int
  *     Offset of the first CRLF CRLF (CRLF) at or after `start` in `buf` (bytes or
  *     bytearray), -1 when there is none: bytes.find without its per-call argument parsing.
  *
- * scan_fields(head, start) -> tuple | None
- *     What mapmesh.proxy.protocol.headers.scan_head finds in a head llhttp has validated
- *     (field lines end with CRLF, no bare CR or LF, no obs-fold, names are tokens), as
+ * random_hex(count) -> bytes
+ *     `count` random lower-case hex digits, for request, trace and span ids (which must be
+ *     unique, not secret): xoshiro256** seeded from the OS, reseeded in a forked child.
  *
- *         (host, host_count, content_length, request_id, traceparent, amzn_trace_id,
- *          expect, connection, transfer_encoding, upgrade, ambiguous, spans)
- *
- *     where `connection` is a bit set of the Connection options (1 keep-alive, 2 close,
- *     4 upgrade) and everything else is as in FieldScan. None when a Connection field names
- *     any other option: the regex scanner in headers.py handles that rare case (it also
- *     cuts the lines such options name). `start` is the offset of the CRLF that ends the
- *     start line.
- *
- * headers.py is the specification: tests/unit/test_headscan.py holds this file to it on
- * generated heads. Without a C compiler the proxy runs the Python searches instead.
+ * The Python code they stand in for is their specification (headers.scan_head_regex,
+ * llhttp through the codecs, bytes.find): tests/property/test_speedups_properties.py holds
+ * this file to it. Without a C compiler the proxy runs that Python code instead.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 enum {
     K_NONE = -1,
@@ -192,8 +210,16 @@ find_in(const char *name, PyObject *const *args, Py_ssize_t nargs, const char *n
         start = 0;
     if (start + (Py_ssize_t)n > size)
         return PyLong_FromLong(-1);
-    found = memmem(data + start, (size_t)(size - start), needle, n);
-    return PyLong_FromSsize_t(found == NULL ? -1 : found - data);
+    /* memchr for the CR, then compare: glibc's memmem sets up a shift table per call,
+     * which costs more than the search through a head. */
+    for (const unsigned char *p = data + start, *last = data + size - n; p <= last; p = found + 1) {
+        found = memchr(p, '\r', (size_t)(last - p + 1));
+        if (found == NULL)
+            break;
+        if (memcmp(found, needle, n) == 0)
+            return PyLong_FromSsize_t(found - data);
+    }
+    return PyLong_FromLong(-1);
 }
 
 static PyObject *
@@ -599,6 +625,66 @@ done:
     return result;
 }
 
+/* -- random ids ---------------------------------------------------------------------- */
+
+static uint64_t rng[4];
+
+static inline uint64_t
+rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t
+next_random(void)
+{
+    uint64_t result = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return result;
+}
+
+static void
+seed_random(void)
+{
+    if (getrandom(rng, sizeof rng, 0) != (ssize_t)sizeof rng) {
+        /* no entropy source answering: still distinct per process and moment */
+        rng[0] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
+        rng[1] = (uint64_t)time(NULL);
+        rng[2] = (uint64_t)(uintptr_t)&rng;
+        rng[3] = 0x2545f4914f6cdd1dULL;
+    }
+    if (!(rng[0] | rng[1] | rng[2] | rng[3]))
+        rng[0] = 1; /* the one state xoshiro cannot leave */
+}
+
+static PyObject *
+random_hex(PyObject *module, PyObject *arg)
+{
+    static const char digits[] = "0123456789abcdef";
+    Py_ssize_t count = PyLong_AsSsize_t(arg), i = 0;
+    PyObject *out;
+    char *dst;
+    if (count < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "random_hex() needs a count of 0 or more");
+        return NULL;
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, count)) == NULL)
+        return NULL;
+    dst = PyBytes_AS_STRING(out);
+    while (i < count) {
+        uint64_t bits = next_random();
+        for (int n = 0; n < 16 && i < count; n++, bits >>= 4)
+            dst[i++] = digits[bits & 15];
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"find_head_end", (PyCFunction)(void (*)(void))find_head_end, METH_FASTCALL,
      "Offset of the first CRLF CRLF at or after start, or -1."},
@@ -606,21 +692,25 @@ static PyMethodDef methods[] = {
      "Offset of the first CRLF at or after start, or -1."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "A head's start line and fields, validated, as a tuple; None when llhttp must decide."},
+    {"random_hex", random_hex, METH_O, "count random lower-case hex digits (ids: unique, not secret)."},
     {"scan_fields", (PyCFunction)(void (*)(void))scan_fields, METH_FASTCALL,
      "The fields scan_head acts on, as a tuple; None when the regex scanner must decide."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_headscan",
-    "Message-head searches of the HTTP/1.1 codecs, in C (see mapmesh.proxy.protocol.headers).",
+    PyModuleDef_HEAD_INIT, "_speedups",
+    "The request path's byte-level loops in C: message heads and random ids.",
     0, methods,
 };
 
 PyMODINIT_FUNC
-PyInit__headscan(void)
+PyInit__speedups(void)
 {
     init_tables();
+    seed_random();
+    if (pthread_atfork(NULL, NULL, seed_random) != 0)
+        return PyErr_Format(PyExc_OSError, "pthread_atfork failed");
     for (int m = 0; METHODS[m] != NULL; m++)
         if ((METHOD_BYTES[m] = PyBytes_FromString(METHODS[m])) == NULL)
             return NULL;

@@ -1,4 +1,4 @@
-"""The C head searches (``_headscan.c``) agree with their specification in headers.py.
+"""The C speedups (``_speedups.c``) agree with the Python code they stand in for.
 
 1. Fields: on any head llhttp would accept, the C scanner finds what ``scan_head_regex``
    finds — every value, count, option, hop-by-hop span and the look-alike flag — or declines
@@ -6,6 +6,11 @@
    keep-alive, close or upgrade.
 2. Searches: ``find_head_end`` and ``find_line_end`` answer as ``bytes.find`` does, for
    bytes and bytearray, from any start.
+3. Heads: ``parse_head`` takes only heads llhttp accepts, and reads them as llhttp and the
+   regex scanner do — on mutated heads, and on every byte value at every position of a good
+   request and response.
+4. Ids: ``random_hex`` gives hex digits, every digit in every position, no repeats, and a
+   forked child does not repeat its parent's ids.
 
 Field names come from an alphabet that overlaps the names the scanner acts on on purpose
 (each in several spellings, plus names one character longer or shorter), and values from
@@ -14,6 +19,9 @@ pieces that exercise the whitespace and comma-list rules.
 
 from __future__ import annotations
 
+import os
+
+import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -198,34 +206,36 @@ class _Heard:
         self.done = True
 
 
-def llhttp_request(data: bytes) -> tuple[bytes, bytes, bytes] | None:
-    """(method, target, version) when llhttp accepts the whole head as an ordinary
-    request, else None."""
-    import httptools
-
+def llhttp_parse(
+    data: bytes, parser_type: type[httptools.HttpRequestParser | httptools.HttpResponseParser]
+) -> tuple[httptools.HttpRequestParser | httptools.HttpResponseParser, bytes] | None:
+    """(the parser, the target it heard) when llhttp accepts the whole head as an ordinary
+    message, else None."""
     heard = _Heard()
-    parser = httptools.HttpRequestParser(heard)
+    parser = parser_type(heard)
     try:
         parser.feed_data(data)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None
-    if not heard.done:
+    return (parser, heard.url) if heard.done else None
+
+
+def llhttp_request(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(method, target, version) of a request llhttp accepts, else None."""
+    parsed = llhttp_parse(data, httptools.HttpRequestParser)
+    if parsed is None:
         return None
-    return parser.get_method(), heard.url, parser.get_http_version().encode()
+    parser, url = parsed
+    return parser.get_method(), url, parser.get_http_version().encode()  # type: ignore[union-attr]
 
 
 def llhttp_response(data: bytes) -> tuple[int, bytes] | None:
-    import httptools
-
-    heard = _Heard()
-    parser = httptools.HttpResponseParser(heard)
-    try:
-        parser.feed_data(data)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+    """(status, version) of a response llhttp accepts, else None."""
+    parsed = llhttp_parse(data, httptools.HttpResponseParser)
+    if parsed is None:
         return None
-    if not heard.done:
-        return None
-    return parser.get_status_code(), parser.get_http_version().encode()
+    parser = parsed[0]
+    return parser.get_status_code(), parser.get_http_version().encode()  # type: ignore[union-attr]
 
 
 def check_fields(data: bytes, parsed: tuple[object, ...]) -> None:
@@ -324,3 +334,30 @@ def test_no_single_byte_makes_the_c_parser_take_what_llhttp_refuses(byte: int) -
                     continue
                 accepted = llhttp_request(data) if is_request else llhttp_response(data)
                 assert accepted is not None, data
+
+
+def test_random_hex_gives_lower_case_hex_digits_of_the_length_asked() -> None:
+    random_hex = headers._C.random_hex  # type: ignore[union-attr]
+    for count in (0, 1, 15, 16, 17, 32, 80, 96):
+        ids = random_hex(count)
+        assert len(ids) == count
+        assert set(ids) <= set(b"0123456789abcdef")
+    draws = [random_hex(32) for _ in range(5000)]
+    assert len(set(draws)) == len(draws)
+    for position in range(32):  # no stuck bits: every digit shows up in every position
+        assert len({draw[position] for draw in draws}) == 16
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    random_hex = headers._C.random_hex  # type: ignore[union-attr]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running any cleanup
+        os.write(write_end, random_hex(32))
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 32)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != random_hex(32)
