@@ -16,11 +16,13 @@ How bytes flow, and what is copied:
    case: a whole request in one read) and only appends to a bytearray when a message spans
    reads. Byte-at-a-time input is linear: the search for the end of the head resumes where
    it stopped.
-2. The head ends at the first CRLF CRLF (``bytes.find``; limited to ``max_head_size``).
-   That slice — one copy — is fed to a fresh-or-reused httptools (llhttp) parser, which
-   validates the start line and every field line strictly (CRLF only, no obs-fold, no
-   whitespace before the colon, Content-Length digits, duplicate Content-Length, CL+TE) and
-   hands back the target and the ``(name, value)`` pairs.
+2. The head ends at the first CRLF CRLF (limited to ``max_head_size``). A head in the
+   common shape is validated and read in one pass by the C parser of ``_speedups.c``
+   (:data:`.headers.parse_head_fast`), which takes only a strict subset of what llhttp
+   accepts. Any other head — that slice, one copy — is fed to a fresh-or-reused httptools
+   (llhttp) parser, which validates the start line and every field line strictly (CRLF
+   only, no obs-fold, no whitespace before the colon, Content-Length digits, duplicate
+   Content-Length, CL+TE) and hands back the target.
 3. llhttp never sees a body. It has no "pause after the head" and does not report offsets,
    so letting it run on would make it read into the next pipelined request (and it cannot
    be told a response answers HEAD). The body is framed here instead: a Content-Length
@@ -30,9 +32,10 @@ How bytes flow, and what is copied:
    that, since two parsers that disagree on where a body ends are how requests get
    smuggled); a close-delimited response body is every byte until EOF. After a message with
    a body the llhttp parser is dropped and the next head gets a new one (≈0.2 µs).
-4. :func:`.headers.scan_head` finds the fields the codec acts on with one regex pass and
-   records the byte ranges of hop-by-hop lines; ``forward_headers`` is ``raw_headers`` itself
-   when there are none, else ``raw_headers`` with those ranges spliced out.
+4. The fields the codec acts on, and the byte ranges of hop-by-hop lines, are read in the
+   same C pass, or by :func:`.headers.scan_head` after llhttp. ``forward_headers`` is
+   ``raw_headers`` itself when there are no hop-by-hop lines, else ``raw_headers`` with
+   those ranges spliced out.
 5. Serialisers join the new start line, ``forward_headers`` and the few added lines into one
    bytes object, so each head is one write.
 
