@@ -25,6 +25,7 @@ __all__ = ["COMPONENTS", "component_of", "finish", "record", "summarize"]
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernel", ("[kernel",)),
     ("compiled modules (mypyc)", ("mapmesh_native__mypyc",)),
+    ("C speedups", ("_speedups.cpython",)),
     ("CPython", ("python3",)),
     ("httptools (llhttp)", ("parser.cpython", "url_parser.cpython")),
     ("uvloop (libuv)", ("loop.cpython",)),

@@ -256,12 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(options: Any, log_level: str) -> int:
     from mapmesh.core import configure_logging
     from mapmesh.proxy.process import ProxyProcess
+    from mapmesh.proxy.timer_loop import new_event_loop
 
     configure_logging(log_level)
     try:
         import uvloop
 
-        uvloop.run(ProxyProcess(options).run_until_signalled())
+        uvloop.run(ProxyProcess(options).run_until_signalled(), loop_factory=new_event_loop)
     except OSError as exc:
         print(f"error: cannot start the proxy: {exc}. Choose other ports with the flags.",
               file=sys.stderr)  # fmt: skip

@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -685,6 +686,40 @@ random_hex(PyObject *module, PyObject *arg)
     return out;
 }
 
+/* -- a timer file descriptor ---------------------------------------------------------- */
+
+static PyObject *
+timer_fd(PyObject *module, PyObject *unused)
+{
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *
+timer_fd_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct itimerspec spec = {{0, 0}, {0, 0}};
+    double delay;
+    long fd;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "timer_fd_arm() takes a descriptor and a delay");
+        return NULL;
+    }
+    fd = PyLong_AsLong(args[0]);
+    delay = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (delay < 1e-6)
+        delay = 1e-6; /* already due: as soon as possible (zero would disarm) */
+    spec.it_value.tv_sec = (time_t)delay;
+    spec.it_value.tv_nsec = (long)((delay - (double)spec.it_value.tv_sec) * 1e9);
+    if (timerfd_settime((int)fd, 0, &spec, NULL) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"find_head_end", (PyCFunction)(void (*)(void))find_head_end, METH_FASTCALL,
      "Offset of the first CRLF CRLF at or after start, or -1."},
@@ -692,6 +727,9 @@ static PyMethodDef methods[] = {
      "Offset of the first CRLF at or after start, or -1."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "A head's start line and fields, validated, as a tuple; None when llhttp must decide."},
+    {"timer_fd", timer_fd, METH_NOARGS, "A non-blocking CLOCK_MONOTONIC timerfd."},
+    {"timer_fd_arm", (PyCFunction)(void (*)(void))timer_fd_arm, METH_FASTCALL,
+     "Arm a timerfd to expire once, `delay` seconds from now."},
     {"random_hex", random_hex, METH_O, "count random lower-case hex digits (ids: unique, not secret)."},
     {"scan_fields", (PyCFunction)(void (*)(void))scan_fields, METH_FASTCALL,
      "The fields scan_head acts on, as a tuple; None when the regex scanner must decide."},
