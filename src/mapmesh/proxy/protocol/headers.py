@@ -3,10 +3,13 @@
 The forwarding rule (RFC 9110 §7.6.1): ``Connection``, ``Keep-Alive``, ``Proxy-Connection``,
 ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` and every field named in
 ``Connection`` belong to one hop and are not forwarded. The codec never rebuilds a header
-block to drop them: :func:`scan_head` runs one compiled regex over the head and — only when
-such a field is present — records where its lines sit; :func:`cut_lines` splices those byte
-ranges out of the block. A request that carries none of them is forwarded as the very bytes
-that arrived.
+block to drop them: the scan of the head (the C parser of ``_speedups.c`` for heads in the
+common shape, else :func:`scan_head`) records where such lines sit; :func:`cut_lines` splices
+those byte ranges out of the block. A request that carries none of them is forwarded as the
+very bytes that arrived.
+
+:func:`scan_head_regex` is the specification of the C scanner: one compiled regex over the
+head, and — only when a hop-by-hop field is present — the positions of its lines.
 
 ``Host`` and ``Content-Length`` are never removed because a ``Connection`` header names
 them: that is a known trick to make a proxy drop the framing or the routing key.
