@@ -190,26 +190,40 @@ class FieldScan:
         "upgrade",
     )
 
-    def __init__(self) -> None:
-        self.host: bytes | None = None
-        self.host_count = 0
-        self.content_length: bytes | None = None
-        self.transfer_encoding: tuple[bytes, ...] = ()
-        self.connection: frozenset[bytes] = _NO_TOKENS
-        self.expect: bytes | None = None
-        self.request_id: bytes | None = None
-        self.traceparent: bytes | None = None
-        self.amzn_trace_id: bytes | None = None
-        self.upgrade: bytes | None = None
-        self.spans: Sequence[tuple[int, int]] = _NO_SPANS
-        self.ambiguous = False
+    def __init__(
+        self,
+        host: bytes | None = None,
+        host_count: int = 0,
+        content_length: bytes | None = None,
+        request_id: bytes | None = None,
+        traceparent: bytes | None = None,
+        amzn_trace_id: bytes | None = None,
+        expect: bytes | None = None,
+        connection: frozenset[bytes] = _NO_TOKENS,
+        transfer_encoding: tuple[bytes, ...] = (),
+        upgrade: bytes | None = None,
+        ambiguous: bool = False,
+        spans: Sequence[tuple[int, int]] = _NO_SPANS,
+    ) -> None:
+        self.host = host
+        self.host_count = host_count
+        self.content_length = content_length
+        self.request_id = request_id
+        self.traceparent = traceparent
+        self.amzn_trace_id = amzn_trace_id
+        self.expect = expect
+        self.connection = connection
+        self.transfer_encoding = transfer_encoding
+        self.upgrade = upgrade
+        self.ambiguous = ambiguous
+        self.spans = spans
 
 
 def scan_head(head: bytes, start: int) -> FieldScan:
     """Find the fields the codec acts on in ``head`` (a validated message head ending with
     CRLF CRLF); ``start`` is the offset of the CRLF that ends the start line.
 
-    The C scanner (``_speedups.c``) answers in one pass over the head's bytes, about five
+    The C scanner (``_speedups.c``) answers in one pass over the head's bytes, about three
     times faster than the regex; :func:`scan_head_regex` is the specification it is tested
     against, and answers when the C scanner is not built or declines (a ``Connection``
     field naming an option other than keep-alive, close or upgrade).
@@ -223,24 +237,23 @@ def scan_head(head: bytes, start: int) -> FieldScan:
 
 
 def fields_of(found: tuple[object, ...], at: int) -> FieldScan:
-    """The :class:`FieldScan` of what the C scanner found, from ``found[at]`` on. (Read item
-    by item: unpacking a tuple typed field by field costs a generic iteration.)"""
-    scan = FieldScan()
-    scan.host = cast(bytes | None, found[at])
-    scan.host_count = cast(int, found[at + 1])
-    scan.content_length = cast(bytes | None, found[at + 2])
-    scan.request_id = cast(bytes | None, found[at + 3])
-    scan.traceparent = cast(bytes | None, found[at + 4])
-    scan.amzn_trace_id = cast(bytes | None, found[at + 5])
-    scan.expect = cast(bytes | None, found[at + 6])
-    options = cast(int, found[at + 7])
-    if options:
-        scan.connection = _OPTION_SETS[options]
-    scan.transfer_encoding = cast(tuple[bytes, ...], found[at + 8])
-    scan.upgrade = cast(bytes | None, found[at + 9])
-    scan.ambiguous = cast(bool, found[at + 10])
-    scan.spans = cast(Sequence[tuple[int, int]], found[at + 11])
-    return scan
+    """The :class:`FieldScan` of what the C scanner found, from ``found[at]`` on (in the
+    order of its ``__init__``). Read item by item: unpacking a tuple typed field by field
+    costs a generic iteration."""
+    return FieldScan(
+        cast(bytes | None, found[at]),
+        cast(int, found[at + 1]),
+        cast(bytes | None, found[at + 2]),
+        cast(bytes | None, found[at + 3]),
+        cast(bytes | None, found[at + 4]),
+        cast(bytes | None, found[at + 5]),
+        cast(bytes | None, found[at + 6]),
+        _OPTION_SETS[cast(int, found[at + 7])],
+        cast(tuple[bytes, ...], found[at + 8]),
+        cast(bytes | None, found[at + 9]),
+        cast(bool, found[at + 10]),
+        cast(Sequence[tuple[int, int]], found[at + 11]),
+    )
 
 
 def scan_head_regex(head: bytes, start: int) -> FieldScan:
