@@ -517,7 +517,9 @@ def source_info() -> dict[str, Any]:
     return {"commit": commit, "src_sha256": digest.hexdigest()[:16]}
 
 
-def machine_info(tools: dict[str, Sequence[str]]) -> dict[str, Any]:
+def machine_info(tools: dict[str, Sequence[str]], damon: str) -> dict[str, Any]:
+    """Facts about the machine and code measured; ``damon`` is :func:`bench.damon.damon_paused`'s
+    note on the kernel's memory scanner."""
     return {
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -525,6 +527,7 @@ def machine_info(tools: dict[str, Sequence[str]]) -> dict[str, Any]:
         "python": platform.python_version(),
         "tools": {name: _tool_version(argv) for name, argv in tools.items()},
         "source": source_info(),
+        "damon": damon,
     }
 
 

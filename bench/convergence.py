@@ -68,6 +68,7 @@ from bench import (
     wait_operation,
     write_result,
 )
+from bench.damon import add_flag, damon_paused
 
 MESH, NAMESPACE, ROUTER, ROUTE = "bench", "corp", "worker", "split"
 REPLICAS = 10  # streams per frontend identity
@@ -789,6 +790,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=int, default=1200, help="seconds for the whole run")
     p.add_argument("--json-out", type=Path, help="write JSON here (default bench/results/)")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (server logs)")
+    add_flag(p)
     args = p.parse_args(argv)
     if not 1 <= args.rounds <= 39:
         p.error("--rounds must be 1..39 (route weights stay distinct per round)")
@@ -809,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     temp = Path(tempfile.mkdtemp(prefix="mapmesh-convergence-"))
     runs: list[dict[str, Any]] = []
     try:
-        with Processes() as processes:
+        with damon_paused(args.keep_damon) as damon, Processes() as processes:
             for n in args.n:
                 runs.append(one_n(processes, temp, n, settings))
     finally:
@@ -825,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "benchmark": "convergence",
         "settings": {**settings.__dict__, "fd_limit": fd_limit, "replicas": REPLICAS,
                      "worker_instances": WORKER_INSTANCES},
-        "machine": machine_info({}),
+        "machine": machine_info({}, damon),
         "runs": runs,
     }  # fmt: skip
     if args.json_out:

@@ -52,6 +52,7 @@ from bench import (
     wait_operation,
     write_result,
 )
+from bench.damon import add_flag, damon_paused
 
 TARGET = "Route53AutoNaming_v20170314.DiscoverInstances"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -287,6 +288,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="before each run wait up to this many seconds for both cores to be idle",
     )
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (logs, scripts)")
+    add_flag(p)
     return p.parse_args(argv)
 
 
@@ -370,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_quiet=args.wait_quiet,
     )
     runs: list[Run] = []
-    with temp_dir("discover", args.keep_temp) as workdir, Processes() as processes:
+    with (
+        damon_paused(args.keep_damon) as damon,
+        temp_dir("discover", args.keep_temp) as workdir,
+        Processes() as processes,
+    ):
         scripts = {"discover": workdir / "discover.lua", "healthz": workdir / "healthz.lua"}
         scripts["discover"].write_text(discover_script())
         scripts["healthz"].write_text(healthz_script())
@@ -400,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": {**vars(args), "wrk_argv": load.argv("URL", Path("script.lua"), 0)},
             "request_body": BODY,
             "response_bytes": body_bytes,
-            "machine": machine_info({"wrk": ["wrk", "-v"]}),
+            "machine": machine_info({"wrk": ["wrk", "-v"]}, damon),
             "runs": [{**asdict(r), "rps_per_cpu": r.rps_per_cpu} for r in runs],
             **summary,
             "boto3_sequential": boto,

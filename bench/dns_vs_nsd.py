@@ -69,6 +69,7 @@ from bench import (
     wait_operation,
     write_result,
 )
+from bench.damon import add_flag, damon_paused
 
 ZONE = "corp"
 HEADLINE = "api"
@@ -477,6 +478,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="before each run wait up to this many seconds for both cores to be idle",
     )
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (logs, zone)")
+    add_flag(p)
     return p.parse_args(argv)
 
 
@@ -617,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[Run] = []
     latency: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
+        damon = stack.enter_context(damon_paused(args.keep_damon))
         workdir = stack.enter_context(temp_dir("dns", args.keep_temp))
         quotas = {
             name: stack.enter_context(CpuQuota(f"{workdir.name}-{name}", args.server_quota))
@@ -673,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "dnsperf_argv": load.argv(0, Path("queries.txt"), load.duration),
             },
             "query_mix": {f"{n} {t}": queries.count((n, t)) for n, t in sorted(set(queries))},
-            "machine": machine_info({"nsd": ["nsd", "-v"], "dnsperf": ["dnsperf", "-H"]}),
+            "machine": machine_info({"nsd": ["nsd", "-v"], "dnsperf": ["dnsperf", "-H"]}, damon),
             "verification": checked,
             "runs": [{**asdict(run), "qps_per_cpu": run.qps_per_cpu} for run in runs],
             "latency_probe": latency,

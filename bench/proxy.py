@@ -85,6 +85,7 @@ from bench import (
     wait_operation,
     write_result,
 )
+from bench.damon import add_flag, damon_paused
 
 MESH = "bench"
 NAMESPACE = "bench.local"
@@ -1189,6 +1190,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="phases to leave out",
     )
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs)")
+    add_flag(p)
     return p.parse_args(argv)
 
 
@@ -1633,6 +1635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = list(args.rates)
     args.requested_rates, args.extra_rate = list(args.rates), None
     with (
+        damon_paused(args.keep_damon) as damon,
         temp_dir("proxy", args.keep_temp) as workdir,
         idle_priority(f"mapmesh-bench-{workdir.name}") as control_plane_group,
         Processes() as processes,
@@ -1724,7 +1727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "latency_generator": "bench/proxy.py fixed-rate (asyncio+uvloop+httptools, open loop)",
             "machine": machine_info(
-                {"wrk": ["wrk", "-v"], "haproxy": ["haproxy", "-v"], "nginx": ["nginx", "-v"]}
+                {"wrk": ["wrk", "-v"], "haproxy": ["haproxy", "-v"], "nginx": ["nginx", "-v"]},
+                damon,
             ),
             "throughput_runs": [
                 {
