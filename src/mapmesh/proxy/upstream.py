@@ -76,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_exchange_end = on_exchange_end
         self._on_close = on_close
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Forwarding | None = None
         self._head_delivered = False  # body events wait for a sink from here on
         self._sink: DownstreamExchange | None = None
@@ -92,6 +93,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Once per connection: asyncio.get_running_loop() makes a getpid system call, too
+        # dear for every send.
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = _monotonic()
@@ -125,7 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, method: bytes, data: bytes, listener: Forwarding) -> None:
         """Start an exchange: write the request head (and any body bytes already known);
         ``listener`` hears about the response head or the failure, exactly once."""
-        assert self.transport is not None
+        assert self.transport is not None and self._loop is not None
         if not self.usable:
             raise UpstreamFailure("reset", "the upstream closed the pooled connection")
         self._codec.start_request(method)
@@ -137,9 +141,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._listener = listener
         self._head_delivered = False
         bursts = _BURSTS
-        if not self._held and (now - bursts.last_send < BURST_WINDOW or bursts.is_open()):
+        loop = self._loop
+        if not self._held and (now - bursts.last_send < BURST_WINDOW or bursts.is_open(loop)):
             self._held = data
-            bursts.hold(self)
+            bursts.hold(self, loop)
         else:
             self._write(data)
         bursts.last_send = now
@@ -282,12 +287,11 @@ class _Bursts:
         self.held: list[UpstreamConnection] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def is_open(self) -> bool:
-        """A flush is due at the end of the running loop's iteration: sends join it."""
-        return bool(self.held) and self.loop is asyncio.get_running_loop()
+    def is_open(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """A flush is due at the end of ``loop``'s iteration: sends on it join it."""
+        return bool(self.held) and self.loop is loop
 
-    def hold(self, conn: UpstreamConnection) -> None:
-        loop = asyncio.get_running_loop()
+    def hold(self, conn: UpstreamConnection, loop: asyncio.AbstractEventLoop) -> None:
         if not self.held or loop is not self.loop:  # (a stopped loop's burst is dropped)
             self.held = []
             self.loop = loop
