@@ -285,9 +285,6 @@ init_tables(void)
     }
 }
 
-/* The end of a field line starting at `line` (the CR of its CRLF), checking every byte when
- * `strict`; NULL when the line breaks the grammar (or, not strict, has no CR). `*colon` is
- * set to its first ':' (NULL: none). */
 /* Eight bytes at a time past bytes in 0x21..0x7e (plus SP when `space`, minus '#' when
  * `hash`): the word tests flag any byte outside (possibly a few inside, never the other
  * way round), and the byte loop of the caller decides from there. */
@@ -309,6 +306,9 @@ skip_visible(const unsigned char *p, const unsigned char *limit, int space, int 
     return p;
 }
 
+/* The end of a field line starting at `line` (the CR of its CRLF), checking every byte when
+ * `strict`; NULL when the line breaks the grammar (or, not strict, has no CR). `*colon` is
+ * set to its first ':' (NULL: none). */
 static const unsigned char *
 line_end_of(const unsigned char *line, const unsigned char *limit, int strict,
             const unsigned char **colon)
